@@ -1,0 +1,72 @@
+"""The typed error hierarchy. Front ends map these to user-facing codes in exactly one place."""
+
+from __future__ import annotations
+
+
+class RerankdError(Exception):
+    """Base of every error rerankd raises on purpose. ``code`` is a stable machine-readable name."""
+
+    code = "rerankd_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidInput(RerankdError):
+    """The caller's input is malformed: empty query, empty document list, wrong types."""
+
+    code = "invalid_input"
+
+
+class InputTooLong(InvalidInput):
+    """An input exceeds the model's length limit and truncation is off."""
+
+    code = "input_too_long"
+
+    def __init__(self, message: str, *, index: int, tokens: int, limit: int, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.index = index
+        self.tokens = tokens
+        self.limit = limit
+
+
+class ModelNotFound(RerankdError):
+    """No model folder, hub repository or served model of that name."""
+
+    code = "model_not_found"
+
+
+class UnsupportedModel(RerankdError):
+    """The model exists but rerankd has no family for its layout, or the family cannot run it."""
+
+    code = "unsupported_model"
+
+
+class MissingDependency(RerankdError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    code = "missing_dependency"
+
+
+class DeviceUnavailable(RerankdError):
+    """The requested device cannot be used here (no CUDA, no torch_npu, bad index...)."""
+
+    code = "device_unavailable"
+
+
+class Overloaded(RerankdError):
+    """The request queue is full; retry later."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NotReady(RerankdError):
+    """The model is not loaded yet, or the engine is shutting down."""
+
+    code = "not_ready"

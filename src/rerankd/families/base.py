@@ -1,0 +1,174 @@
+"""The family protocol and the tokenisation helpers every family shares.
+
+A family turns text into :class:`Encoded` sequences and a list of encoded sequences into a tensor of
+scores (pair scorers) or embeddings (embedders). It never batches, sorts, threads or knows HTTP: the
+runtime cuts batches, the :class:`~rerankd.reranker.Reranker` interprets scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+import torch
+from tokenizers import Encoding, Tokenizer
+
+from rerankd.errors import UnsupportedModel
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+PadSide = Literal["left", "right"]
+Activation = Literal["sigmoid", "identity"]
+Role = Literal["query", "document"]
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One model input: token ids ready for the forward pass.
+
+    ``full_length`` is the length the input would have had without truncation, so callers can warn or
+    reject; ``prefix_length`` is the number of leading tokens shared by every sequence of one query
+    (0 when the family does not share prefixes).
+    """
+
+    input_ids: tuple[int, ...]
+    token_type_ids: tuple[int, ...] | None = None
+    full_length: int = 0
+    prefix_length: int = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def truncated(self) -> bool:
+        return self.full_length > len(self.input_ids)
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Load-time choices a user can make; each family reads the fields that concern it.
+
+    ``None`` means "the model's own default" (e.g. 512 tokens for encoder cross-encoders).
+    """
+
+    max_length: int | None = None
+    query_max_length: int | None = None
+    truncation: Literal["flag", "longest_first"] = "flag"
+    pooling: Literal["auto", "cls", "mean", "max", "lasttoken", "mean_sqrt_len"] = "auto"
+    query_instruction: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyLimits:
+    """What the runtime must know to batch a family's inputs."""
+
+    max_length: int
+    pad_side: PadSide = "right"
+    pad_to_multiple_of: int | None = None
+
+
+@runtime_checkable
+class PairScorer(Protocol):
+    """A cross-encoder style family: one score (or one per output head) per query-document pair."""
+
+    family: str
+    limits: FamilyLimits
+    activation: Activation
+
+    def encode_pairs(self, query: str, documents: Sequence[str]) -> list[Encoded]:
+        """Encode one query against many documents, truncating to ``limits.max_length``."""
+        ...
+
+    def score(self, batch: Sequence[Encoded]) -> torch.Tensor:
+        """Raw scores, float32 on CPU, shape ``(len(batch),)`` or ``(len(batch), n_heads)``."""
+        ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A bi-encoder family: one L2-normalised vector per text; score = cosine."""
+
+    family: str
+    limits: FamilyLimits
+
+    def encode_texts(self, texts: Sequence[str], role: Role) -> list[Encoded]:
+        """Encode texts as queries (with the query instruction) or as documents."""
+        ...
+
+    def embed(self, batch: Sequence[Encoded]) -> torch.Tensor:
+        """L2-normalised embeddings, float32 on CPU, shape ``(len(batch), dim)``."""
+        ...
+
+
+def clean_backend(tokenizer: PreTrainedTokenizerBase) -> Tokenizer:
+    """A copy of the fast tokenizer's backend with the padding/truncation that tokenizer.json may carry
+    switched off, so every length decision is made explicitly by the family."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise UnsupportedModel(
+            f"{type(tokenizer).__name__} is not backed by the `tokenizers` library; rerankd needs a fast "
+            "tokenizer (a tokenizer.json in the model folder)"
+        )
+    copy = Tokenizer.from_str(backend.to_str())
+    copy.no_padding()
+    copy.no_truncation()
+    return copy
+
+
+def encode_plain(backend: Tokenizer, texts: Sequence[str]) -> list[Encoding]:
+    """Tokenise texts without special tokens (batch call: parallel in Rust)."""
+    return backend.encode_batch(list(texts), add_special_tokens=False)
+
+
+def pair_special_count(backend: Tokenizer) -> int:
+    processor = backend.post_processor
+    return processor.num_special_tokens_to_add(True) if processor is not None else 0
+
+
+def single_special_count(backend: Tokenizer) -> int:
+    processor = backend.post_processor
+    return processor.num_special_tokens_to_add(False) if processor is not None else 0
+
+
+def truncate_ids(ids: Sequence[int], limit: int, side: str = "right") -> list[int]:
+    if len(ids) <= limit:
+        return list(ids)
+    return list(ids[len(ids) - limit :]) if side == "left" else list(ids[:limit])
+
+
+def collate(
+    batch: Sequence[Encoded],
+    *,
+    pad_id: int,
+    pad_side: PadSide,
+    device: torch.device,
+    pad_to_multiple_of: int | None = None,
+    with_token_types: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Pad a batch to its longest member and build the attention mask."""
+    longest = max(len(item) for item in batch)
+    if pad_to_multiple_of:
+        longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+    ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), longest), dtype=torch.long)
+    types = torch.zeros((len(batch), longest), dtype=torch.long) if with_token_types else None
+    for row, item in enumerate(batch):
+        n = len(item)
+        span = slice(longest - n, longest) if pad_side == "left" else slice(0, n)
+        ids[row, span] = torch.tensor(item.input_ids, dtype=torch.long)
+        mask[row, span] = 1
+        if types is not None and item.token_type_ids is not None:
+            types[row, span] = torch.tensor(item.token_type_ids, dtype=torch.long)
+    out = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    if types is not None:
+        out["token_type_ids"] = types.to(device)
+    return out
+
+
+def last_token_index(attention_mask: torch.Tensor, pad_side: PadSide) -> torch.Tensor:
+    """Index of each row's last real token."""
+    if pad_side == "left":
+        return torch.full((attention_mask.shape[0],), attention_mask.shape[1] - 1, device=attention_mask.device)
+    return attention_mask.sum(dim=1) - 1

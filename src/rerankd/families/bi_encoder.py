@@ -1,0 +1,149 @@
+"""Bi-encoders: embedding models used as rerankers (score = cosine of query and document vectors).
+
+Pooling comes from the folder's sentence-transformers metadata (``modules.json`` -> ``1_Pooling/config.json``,
+``sentence_bert_config.json`` for the length limit, ``config_sentence_transformers.json`` for the query
+prompt) or, without it, from the architecture: CLS for encoders (the bge convention), last token for
+decoder LLM embedders (Qwen3-Embedding). Every embedding is L2-normalised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rerankd.errors import UnsupportedModel
+from rerankd.families.base import (
+    Encoded,
+    FamilyLimits,
+    ModelOptions,
+    Role,
+    clean_backend,
+    collate,
+    encode_plain,
+    last_token_index,
+    single_special_count,
+)
+from rerankd.loading import ModelFiles, model_load_kwargs
+
+_DECODER_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3", "minicpm"}
+_ST_MODES = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_lasttoken": "lasttoken",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+}
+
+
+@dataclass(frozen=True)
+class SentenceTransformersLayout:
+    """What a sentence-transformers folder declares about its pipeline."""
+
+    transformer_dir: Path
+    pooling: str | None
+    max_length: int | None
+    query_prompt: str | None
+
+
+def read_st_layout(files: ModelFiles) -> SentenceTransformersLayout:
+    modules = files.read_json("modules.json")
+    transformer_dir, pooling = files.path, None
+    if isinstance(modules, list):
+        for module in modules:
+            kind = str(module.get("type", ""))
+            if kind.endswith("models.Transformer") and module.get("path"):
+                transformer_dir = files.path / module["path"]
+            if kind.endswith("models.Pooling"):
+                pooling = _pooling_from(files.read_json(f"{module.get('path', '')}/config.json"))
+    st_config = files.read_json("sentence_bert_config.json")
+    max_length = st_config.get("max_seq_length") if isinstance(st_config, dict) else None
+    prompts = files.read_json("config_sentence_transformers.json")
+    query_prompt = None
+    if isinstance(prompts, dict):
+        query_prompt = (prompts.get("prompts") or {}).get("query") or None
+    return SentenceTransformersLayout(transformer_dir, pooling, max_length, query_prompt)
+
+
+def _pooling_from(config: Any) -> str | None:
+    if not isinstance(config, dict):
+        return None
+    modes = [name for key, name in _ST_MODES.items() if config.get(key)]
+    if len(modes) != 1:
+        raise UnsupportedModel(f"pooling {modes or 'none'} is not supported; rerankd needs exactly one mode")
+    return modes[0]
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Reduce token states ``(batch, seq, dim)`` to one vector per row, ignoring padding."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "lasttoken":
+        index = last_token_index(mask, "right")
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+    if mode == "max":
+        return hidden.masked_fill(weights == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+    summed = (hidden * weights).sum(dim=1)
+    counts = weights.sum(dim=1).clamp(min=1)
+    return summed / (counts.sqrt() if mode == "mean_sqrt_len" else counts)
+
+
+class BiEncoderFamily:
+    """Encodes texts to L2-normalised vectors."""
+
+    family = "bi-encoder"
+
+    def __init__(self, model: Any, tokenizer: Any, pooling: str, max_length: int, query_prompt: str | None) -> None:
+        self.model = model
+        self.device: torch.device = next(model.parameters()).device
+        self.backend = clean_backend(tokenizer)
+        self.pooling = pooling
+        self.query_prompt = query_prompt
+        self.limits = FamilyLimits(max_length=max_length, pad_side="right")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.uses_token_types = "token_type_ids" in tokenizer.model_input_names
+        self.n_special = single_special_count(self.backend)
+
+    def encode_texts(self, texts: Sequence[str], role: Role) -> list[Encoded]:
+        if role == "query" and self.query_prompt:
+            texts = [self.query_prompt + text for text in texts]
+        out = []
+        budget = self.limits.max_length - self.n_special
+        for enc in encode_plain(self.backend, texts):
+            full = len(enc.ids) + self.n_special
+            enc.truncate(budget)
+            joined = self.backend.post_process(enc, None, add_special_tokens=True)
+            types = tuple(joined.type_ids) if self.uses_token_types else None
+            out.append(Encoded(input_ids=tuple(joined.ids), token_type_ids=types, full_length=full))
+        return out
+
+    def embed(self, batch: Sequence[Encoded]) -> torch.Tensor:
+        inputs = collate(
+            batch, pad_id=self.pad_id, pad_side="right", device=self.device, with_token_types=self.uses_token_types
+        )
+        hidden = self.model(**inputs).last_hidden_state
+        vectors = pool(hidden.float(), inputs["attention_mask"], self.pooling)
+        return torch.nn.functional.normalize(vectors, p=2, dim=-1).cpu()
+
+
+def load_bi_encoder(
+    files: ModelFiles, device: torch.device, dtype: torch.dtype, options: ModelOptions, trust_remote_code: bool
+) -> BiEncoderFamily:
+    from transformers import AutoModel, AutoTokenizer
+
+    layout = read_st_layout(files)
+    pooling = options.pooling
+    if pooling == "auto":
+        is_decoder = files.config.get("model_type") in _DECODER_TYPES
+        pooling = layout.pooling or ("lasttoken" if is_decoder else "cls")  # type: ignore[assignment]
+    folder = str(layout.transformer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    model = AutoModel.from_pretrained(folder, dtype=dtype, **model_load_kwargs(files, trust_remote_code))
+    model.to(device).eval()
+    max_length = options.max_length or layout.max_length or min(int(tokenizer.model_max_length), 512)
+    prompt = options.query_instruction if options.query_instruction is not None else layout.query_prompt
+    return BiEncoderFamily(model, tokenizer, pooling, max_length, prompt)

@@ -1,0 +1,149 @@
+"""Encoder cross-encoders: BERT / XLM-R / ... ``*ForSequenceClassification`` with one output logit.
+
+Default input recipe ("flag", FlagEmbedding's FlagReranker): query and passage are tokenised separately
+without specials; the query is capped at ``query_max_length`` (default ``max_length * 3 // 4``); the
+passage is truncated (``only_second``) so that query + passage + the pair's special tokens fit
+``max_length``; the pair is joined with the tokenizer's own pair template (``[CLS] q [SEP] p [SEP]`` with
+token types for BERT, ``<s> q </s></s> p </s>`` for XLM-R). The "longest_first" variant is the plain
+transformers / sentence-transformers recipe (``tokenizer(q, p, truncation=True)``); both agree whenever
+nothing is truncated.
+
+Score: the single logit. Activation: sigmoid, unless the model's config declares another one the way
+sentence-transformers stores it (ms-marco cross-encoders declare Identity: their official scores are logits).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tokenizers import Encoding
+
+from rerankd.errors import UnsupportedModel
+from rerankd.families.base import (
+    Activation,
+    Encoded,
+    FamilyLimits,
+    ModelOptions,
+    clean_backend,
+    collate,
+    encode_plain,
+    pair_special_count,
+)
+from rerankd.loading import ModelFiles, model_load_kwargs
+
+logger = logging.getLogger(__name__)
+
+def declared_activation(config: dict[str, Any]) -> Activation:
+    """The activation a model's config declares (sentence-transformers conventions), default sigmoid."""
+    st_section = config.get("sentence_transformers") or {}
+    path = st_section.get("activation_fn") or config.get("sbert_ce_default_activation_function")
+    if not path:
+        return "sigmoid"
+    name = str(path).rsplit(".", 1)[-1].lower()
+    if name == "identity":
+        return "identity"
+    if name != "sigmoid":
+        logger.warning("config declares activation %s; rerankd applies sigmoid for normalised scores", path)
+    return "sigmoid"
+
+
+class CrossEncoderFamily:
+    """A sequence-classification encoder scoring (query, passage) pairs."""
+
+    family = "cross-encoder"
+
+    def __init__(self, model: Any, tokenizer: Any, config: dict[str, Any], options: ModelOptions) -> None:
+        self.model = model
+        self.device: torch.device = next(model.parameters()).device
+        self.backend = clean_backend(tokenizer)
+        max_length = options.max_length or _default_max_length(tokenizer, config)
+        self.limits = FamilyLimits(max_length=max_length, pad_side="right")
+        self.query_max_length = options.query_max_length or max_length * 3 // 4
+        self.truncation = options.truncation
+        self.activation: Activation = declared_activation(config)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.uses_token_types = "token_type_ids" in tokenizer.model_input_names
+        self.n_special = pair_special_count(self.backend)
+        self.truncating_backend = clean_backend(tokenizer)
+        self.truncating_backend.enable_truncation(max_length, strategy="longest_first")
+        if max_length <= self.n_special + 1:
+            raise UnsupportedModel(f"max_length={max_length} leaves no room for text")
+
+    def encode_pairs(self, query: str, documents: Sequence[str]) -> list[Encoded]:
+        if self.truncation == "longest_first":
+            return self._encode_longest_first(query, documents)
+        query_enc = encode_plain(self.backend, [query])[0]
+        query_len = len(query_enc.ids)
+        query_enc.truncate(self.query_max_length)
+        doc_budget = max(self.limits.max_length - len(query_enc.ids) - self.n_special, 0)
+        out = []
+        for doc_enc in encode_plain(self.backend, documents):
+            doc_len = len(doc_enc.ids)
+            doc_enc.truncate(doc_budget)
+            out.append(self._joined(query_enc, doc_enc, query_len + doc_len + self.n_special))
+        return out
+
+    def _encode_longest_first(self, query: str, documents: Sequence[str]) -> list[Encoded]:
+        pairs = [(query, doc) for doc in documents]
+        query_len = len(encode_plain(self.backend, [query])[0].ids)
+        doc_lens = [len(enc.ids) for enc in encode_plain(self.backend, documents)]
+        encodings = self.truncating_backend.encode_batch(pairs, add_special_tokens=True)
+        return [
+            self._as_encoded(enc, query_len + doc_len + self.n_special)
+            for enc, doc_len in zip(encodings, doc_lens, strict=True)
+        ]
+
+    def _joined(self, query_enc: Encoding, doc_enc: Encoding, full_length: int) -> Encoded:
+        pair = self.backend.post_process(query_enc, doc_enc, add_special_tokens=True)
+        return self._as_encoded(pair, full_length)
+
+    def _as_encoded(self, enc: Encoding, full_length: int) -> Encoded:
+        types = tuple(enc.type_ids) if self.uses_token_types else None
+        return Encoded(input_ids=tuple(enc.ids), token_type_ids=types, full_length=full_length)
+
+    def score(self, batch: Sequence[Encoded]) -> torch.Tensor:
+        inputs = collate(
+            batch,
+            pad_id=self.pad_id,
+            pad_side="right",
+            device=self.device,
+            with_token_types=self.uses_token_types,
+        )
+        logits = self.model(**inputs).logits
+        return logits[:, 0].float().cpu()
+
+
+def _default_max_length(tokenizer: Any, config: dict[str, Any]) -> int:
+    """512, or less when the tokenizer or position table says so (FlagReranker's default is 512)."""
+    limit = 512
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and 0 < tok_max < limit:
+        limit = tok_max
+    positions = config.get("max_position_embeddings")
+    if isinstance(positions, int) and config.get("model_type") in ("xlm-roberta", "roberta", "camembert"):
+        positions -= 2  # RoBERTa-style position ids start after the padding index
+    if isinstance(positions, int) and 0 < positions < limit:
+        limit = positions
+    return limit
+
+
+def load_cross_encoder(
+    files: ModelFiles, device: torch.device, dtype: torch.dtype, options: ModelOptions, trust_remote_code: bool
+) -> CrossEncoderFamily:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    num_labels = files.config.get("num_labels") or len(files.config.get("id2label") or {0: ""})
+    if num_labels != 1:
+        raise UnsupportedModel(
+            f"{files.requested} is a sequence classifier with {num_labels} labels; rerankd cross-encoders "
+            "need exactly one relevance logit"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(str(files.path), trust_remote_code=trust_remote_code)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(files.path), dtype=dtype, **model_load_kwargs(files, trust_remote_code)
+    )
+    model.to(device).eval()
+    return CrossEncoderFamily(model, tokenizer, files.config, options)

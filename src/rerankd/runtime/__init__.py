@@ -1,0 +1,1 @@
+"""Batching and execution: planning, devices, running forward passes. Never interprets scores."""
