@@ -29,8 +29,8 @@ __all__ = [
     "NotReady",
     "Overloaded",
     "RankedDocument",
-    "Reranker",
     "RerankdError",
+    "Reranker",
     "UnsupportedModel",
     "__version__",
 ]

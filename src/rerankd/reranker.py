@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from rerankd.errors import InputTooLong, InvalidInput
-from rerankd.families.base import Embedder, Encoded, ModelOptions, PairScorer, Role
+from rerankd.families.base import CallOptions, Embedder, Encoded, ModelOptions, PairScorer, Role
 from rerankd.loading import Source, resolve_model
 from rerankd.registry import Family, detect_family
 from rerankd.runtime.devices import resolve_device, resolve_dtype
@@ -33,11 +33,16 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True, slots=True)
 class RankedDocument:
-    """One ranked result: ``index`` into the caller's documents, its score, and the document text."""
+    """One ranked result: ``index`` into the caller's documents, its score, and the document text.
+
+    For families with several outputs per pair (layerwise rerankers with several cutoff layers),
+    ``layer_scores`` holds one score per output and ``score`` is the last (deepest) one.
+    """
 
     index: int
     score: float
     document: str
+    layer_scores: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -140,24 +145,46 @@ class Reranker:
 
     # ------------------------------------------------------------------ scoring
     def rank(
-        self, query: str, documents: Sequence[str], top_n: int | None = None, progress: Progress | None = None
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_n: int | None = None,
+        *,
+        instruction: str | None = None,
+        cutoff_layers: Sequence[int] | None = None,
+        progress: Progress | None = None,
     ) -> list[RankedDocument]:
-        """Documents sorted by relevance to ``query``, best first (ties keep input order)."""
+        """Documents sorted by relevance to ``query``, best first (ties keep input order).
+
+        ``instruction`` overrides an instruction-aware family's default instruction or prompt;
+        ``cutoff_layers`` picks the exit layers of a layerwise family.
+        """
         check_query(query)
         docs = check_texts(documents)
         limit = check_top_n(top_n)
-        scores = self._rank_scores(query, docs, progress)
-        order = sorted(range(len(docs)), key=lambda i: -scores[i])
-        ranked = [RankedDocument(index=i, score=scores[i], document=docs[i]) for i in order]
+        call = self._call(instruction, cutoff_layers)
+        table = self._rank_scores(query, docs, call, progress)
+        primary = [row[-1] for row in table]
+        order = sorted(range(len(docs)), key=lambda i: -primary[i])
+        ranked = [RankedDocument(i, primary[i], docs[i], tuple(table[i]) if len(table[i]) > 1 else None) for i in order]
         return ranked[:limit] if limit is not None else ranked
 
-    def score(self, pairs: Sequence[tuple[str, str]], progress: Progress | None = None) -> list[float]:
-        """One score per (query, document) pair, in input order."""
+    def score(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        instruction: str | None = None,
+        cutoff_layers: Sequence[int] | None = None,
+        progress: Progress | None = None,
+    ) -> list[Any]:
+        """One score per (query, document) pair, in input order; a list of per-layer scores per pair when
+        several ``cutoff_layers`` are asked for."""
         checked = check_pairs(pairs)
         if isinstance(self.family, Embedder):
             return self._cosine_pairs(checked, progress)
-        encoded = self._encode_grouped(checked)
-        return self._finish(self._run(encoded, progress))
+        call = self._call(instruction, cutoff_layers)
+        table = self._finish(self._run(self._encode_grouped(checked, call), call, progress))
+        return [row[0] if len(row) == 1 else row for row in table]
 
     def embed(self, texts: Sequence[str], role: Role = "document") -> np.ndarray:
         """L2-normalised embeddings ``(len(texts), dim)`` (bi-encoder families only)."""
@@ -165,14 +192,14 @@ class Reranker:
         if not isinstance(self.family, Embedder):
             raise InvalidInput(f"{self.info.name} is a {self.info.family}; embeddings need a bi-encoder model")
         encoded = self._checked(self.family.encode_texts(items, role))
-        return self._run(encoded, None).numpy()
+        return self._run(encoded, CallOptions(), None).numpy()
 
     def count_tokens(self, query: str, documents: Sequence[str]) -> list[int]:
         """Model tokens each (query, document) input uses after truncation."""
         if isinstance(self.family, Embedder):
             encoded = self.family.encode_texts([query, *documents], "document")
             return [len(encoded[0]) + len(item) for item in encoded[1:]]
-        return [len(item) for item in self.family.encode_pairs(query, documents)]
+        return [len(item) for item in self.family.encode_pairs(query, documents, CallOptions())]
 
     async def arank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[RankedDocument]:
         return await asyncio.to_thread(self.rank, query, documents, top_n)
@@ -184,13 +211,27 @@ class Reranker:
         return await asyncio.to_thread(self.embed, texts, role)
 
     # ------------------------------------------------------------------ internals
-    def _rank_scores(self, query: str, docs: list[str], progress: Progress | None) -> list[float]:
-        if isinstance(self.family, Embedder):
-            return self._cosine_pairs([(query, doc) for doc in docs], progress)
-        encoded = self._checked(self.family.encode_pairs(query, docs))
-        return self._finish(self._run(encoded, progress))
+    def _call(self, instruction: str | None, cutoff_layers: Sequence[int] | None) -> CallOptions:
+        if instruction is not None and not isinstance(instruction, str):
+            raise InvalidInput("instruction must be a string", param="instruction")
+        layers = None
+        if cutoff_layers is not None:
+            if isinstance(cutoff_layers, int):
+                cutoff_layers = [cutoff_layers]
+            if not cutoff_layers or not all(isinstance(x, int) and not isinstance(x, bool) for x in cutoff_layers):
+                raise InvalidInput("cutoff_layers must be a non-empty list of integers", param="cutoff_layers")
+            layers = tuple(sorted(set(cutoff_layers)))
+        return CallOptions(instruction=instruction, cutoff_layers=layers)
 
-    def _encode_grouped(self, pairs: list[tuple[str, str]]) -> list[Encoded]:
+    def _rank_scores(
+        self, query: str, docs: list[str], call: CallOptions, progress: Progress | None
+    ) -> list[list[float]]:
+        if isinstance(self.family, Embedder):
+            return [[s] for s in self._cosine_pairs([(query, doc) for doc in docs], progress)]
+        encoded = self._checked(self.family.encode_pairs(query, docs, call))
+        return self._finish(self._run(encoded, call, progress))
+
+    def _encode_grouped(self, pairs: list[tuple[str, str]], call: CallOptions) -> list[Encoded]:
         """Encode pairs one query at a time (families may share the query's prefix work)."""
         assert isinstance(self.family, PairScorer)
         groups: dict[str, list[int]] = {}
@@ -198,7 +239,7 @@ class Reranker:
             groups.setdefault(query, []).append(position)
         encoded: list[Encoded | None] = [None] * len(pairs)
         for query, positions in groups.items():
-            items = self.family.encode_pairs(query, [pairs[p][1] for p in positions])
+            items = self.family.encode_pairs(query, [pairs[p][1] for p in positions], call)
             for position, item in zip(positions, items, strict=True):
                 encoded[position] = item
         return self._checked([item for item in encoded if item is not None])
@@ -210,7 +251,7 @@ class Reranker:
         encoded = self._checked(self.family.encode_texts(queries, "query")) + self._checked(
             self.family.encode_texts(docs, "document")
         )
-        vectors = self._run(encoded, progress)
+        vectors = self._run(encoded, CallOptions(), progress)
         q_index = {q: i for i, q in enumerate(queries)}
         d_index = {d: len(queries) + i for i, d in enumerate(docs)}
         rows = torch.tensor([q_index[q] for q, _ in pairs])
@@ -231,16 +272,23 @@ class Reranker:
                     )
         return encoded
 
-    def _run(self, encoded: list[Encoded], progress: Progress | None) -> torch.Tensor:
-        forward = self.family.embed if isinstance(self.family, Embedder) else self.family.score
-        with self._lock:
-            return run_planned(forward, encoded, self.family.limits, self.budget, progress)
+    def _run(self, encoded: list[Encoded], call: CallOptions, progress: Progress | None) -> torch.Tensor:
+        family = self.family
+        if isinstance(family, Embedder):
+            forward = family.embed
+        else:
 
-    def _finish(self, raw: torch.Tensor) -> list[Any]:
+            def forward(batch: Sequence[Encoded]) -> torch.Tensor:
+                return family.score(batch, call)
+
+        with self._lock:
+            return run_planned(forward, encoded, family.limits, self.budget, progress)
+
+    def _finish(self, raw: torch.Tensor) -> list[list[float]]:
+        """Raw ``(n, outputs)`` scores -> rows of Python floats, normalised if asked."""
         assert isinstance(self.family, PairScorer)
-        scores = raw.double()
+        scores = raw.double().reshape(raw.shape[0], -1)
         if self.normalize and self.family.activation == "sigmoid":
             scores = torch.sigmoid(scores)
-        if scores.ndim == 2 and scores.shape[1] == 1:
-            scores = scores[:, 0]
-        return scores.tolist()
+        rows: list[list[float]] = scores.tolist()
+        return rows

@@ -7,7 +7,7 @@ runtime cuts batches, the :class:`~rerankd.reranker.Reranker` interprets scores.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -15,6 +15,7 @@ import torch
 from tokenizers import Encoding, Tokenizer
 
 from rerankd.errors import UnsupportedModel
+from rerankd.loading import ModelFiles
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -60,6 +61,22 @@ class ModelOptions:
     query_instruction: str | None = None
 
 
+@dataclass(frozen=True)
+class CallOptions:
+    """Per-call choices that change the computation; the runtime only batches calls with equal options.
+
+    ``instruction`` replaces an instruction-aware family's default instruction (Qwen3-Reranker,
+    MiniCPM-Reranker) or prompt (bge LLM rerankers); ``cutoff_layers`` picks the exit layers of layerwise
+    families. Families that do not use a field ignore it.
+    """
+
+    instruction: str | None = None
+    cutoff_layers: tuple[int, ...] | None = None
+
+
+DEFAULT_CALL = CallOptions()
+
+
 @dataclass(frozen=True, slots=True)
 class FamilyLimits:
     """What the runtime must know to batch a family's inputs."""
@@ -77,12 +94,13 @@ class PairScorer(Protocol):
     limits: FamilyLimits
     activation: Activation
 
-    def encode_pairs(self, query: str, documents: Sequence[str]) -> list[Encoded]:
+    def encode_pairs(self, query: str, documents: Sequence[str], call: CallOptions) -> list[Encoded]:
         """Encode one query against many documents, truncating to ``limits.max_length``."""
         ...
 
-    def score(self, batch: Sequence[Encoded]) -> torch.Tensor:
-        """Raw scores, float32 on CPU, shape ``(len(batch),)`` or ``(len(batch), n_heads)``."""
+    def score(self, batch: Sequence[Encoded], call: CallOptions) -> torch.Tensor:
+        """Raw scores, float32 on CPU, shape ``(len(batch), n_outputs)`` (one column per output, e.g.
+        per cutoff layer)."""
         ...
 
 
@@ -100,6 +118,23 @@ class Embedder(Protocol):
     def embed(self, batch: Sequence[Encoded]) -> torch.Tensor:
         """L2-normalised embeddings, float32 on CPU, shape ``(len(batch), dim)``."""
         ...
+
+
+Loader = Callable[[ModelFiles, torch.device, torch.dtype, ModelOptions, bool], "PairScorer | Embedder"]
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """A registry entry: how to recognise a family from a model folder and how to load it."""
+
+    name: str
+    summary: str
+    detection: str
+    detect: Callable[[ModelFiles], bool]
+    load: Loader
+    # Published model ids whose config alone does not identify this family (matched on the hub id or
+    # the folder's name), e.g. plain causal LMs that are rerankers only by their training.
+    known_ids: tuple[str, ...] = ()
 
 
 def clean_backend(tokenizer: PreTrainedTokenizerBase) -> Tokenizer:

@@ -19,6 +19,7 @@ from rerankd.errors import UnsupportedModel
 from rerankd.families.base import (
     Encoded,
     FamilyLimits,
+    FamilySpec,
     ModelOptions,
     Role,
     clean_backend,
@@ -147,3 +148,19 @@ def load_bi_encoder(
     max_length = options.max_length or layout.max_length or min(int(tokenizer.model_max_length), 512)
     prompt = options.query_instruction if options.query_instruction is not None else layout.query_prompt
     return BiEncoderFamily(model, tokenizer, pooling, max_length, prompt)
+
+
+def _detect(files: ModelFiles) -> bool:
+    if (files.path / "modules.json").is_file():
+        return True
+    archs = [str(a) for a in files.config.get("architectures") or []]
+    return bool(archs) and all(a.endswith("Model") for a in archs)
+
+
+SPEC = FamilySpec(
+    name="bi-encoder",
+    summary="embedding models; score = cosine of L2-normalised query and document vectors",
+    detection="a sentence-transformers folder (modules.json) or a bare *Model architecture",
+    detect=_detect,
+    load=load_bi_encoder,
+)

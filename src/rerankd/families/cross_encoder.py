@@ -23,9 +23,12 @@ from tokenizers import Encoding
 
 from rerankd.errors import UnsupportedModel
 from rerankd.families.base import (
+    DEFAULT_CALL,
     Activation,
+    CallOptions,
     Encoded,
     FamilyLimits,
+    FamilySpec,
     ModelOptions,
     clean_backend,
     collate,
@@ -35,6 +38,7 @@ from rerankd.families.base import (
 from rerankd.loading import ModelFiles, model_load_kwargs
 
 logger = logging.getLogger(__name__)
+
 
 def declared_activation(config: dict[str, Any]) -> Activation:
     """The activation a model's config declares (sentence-transformers conventions), default sigmoid."""
@@ -72,7 +76,7 @@ class CrossEncoderFamily:
         if max_length <= self.n_special + 1:
             raise UnsupportedModel(f"max_length={max_length} leaves no room for text")
 
-    def encode_pairs(self, query: str, documents: Sequence[str]) -> list[Encoded]:
+    def encode_pairs(self, query: str, documents: Sequence[str], call: CallOptions = DEFAULT_CALL) -> list[Encoded]:
         if self.truncation == "longest_first":
             return self._encode_longest_first(query, documents)
         query_enc = encode_plain(self.backend, [query])[0]
@@ -104,7 +108,7 @@ class CrossEncoderFamily:
         types = tuple(enc.type_ids) if self.uses_token_types else None
         return Encoded(input_ids=tuple(enc.ids), token_type_ids=types, full_length=full_length)
 
-    def score(self, batch: Sequence[Encoded]) -> torch.Tensor:
+    def score(self, batch: Sequence[Encoded], call: CallOptions = DEFAULT_CALL) -> torch.Tensor:
         inputs = collate(
             batch,
             pad_id=self.pad_id,
@@ -113,7 +117,7 @@ class CrossEncoderFamily:
             with_token_types=self.uses_token_types,
         )
         logits = self.model(**inputs).logits
-        return logits[:, 0].float().cpu()
+        return logits[:, :1].float().cpu()
 
 
 def _default_max_length(tokenizer: Any, config: dict[str, Any]) -> int:
@@ -147,3 +151,16 @@ def load_cross_encoder(
     )
     model.to(device).eval()
     return CrossEncoderFamily(model, tokenizer, files.config, options)
+
+
+def _detect(files: ModelFiles) -> bool:
+    return any(str(a).endswith("ForSequenceClassification") for a in files.config.get("architectures") or [])
+
+
+SPEC = FamilySpec(
+    name="cross-encoder",
+    summary="BERT/XLM-R/... sequence classifiers with one logit (bge-reranker-base/large/v2-m3, ms-marco)",
+    detection="architectures: *ForSequenceClassification, num_labels 1",
+    detect=_detect,
+    load=load_cross_encoder,
+)

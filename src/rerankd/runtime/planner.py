@@ -28,9 +28,7 @@ def padded_length(length: int, multiple: int | None) -> int:
     return -(-length // multiple) * multiple
 
 
-def plan_batches(
-    lengths: Sequence[int], budget: TokenBudget, pad_to_multiple_of: int | None = None
-) -> list[list[int]]:
+def plan_batches(lengths: Sequence[int], budget: TokenBudget, pad_to_multiple_of: int | None = None) -> list[list[int]]:
     """Group input positions into batches, longest first.
 
     Sorting by length before cutting keeps padding small; each batch holds as many rows as fit in

@@ -1,0 +1,8 @@
+"""The ``rerankd`` command line. Each command group lives in its own module and registers on ``app``."""
+
+from __future__ import annotations
+
+from rerankd.cli import rank as _rank  # noqa: F401  (registers commands)
+from rerankd.cli.app import app
+
+__all__ = ["app"]

