@@ -55,10 +55,10 @@ def read_st_layout(files: ModelFiles) -> SentenceTransformersLayout:
     transformer_dir, pooling = files.path, None
     if isinstance(modules, list):
         for module in modules:
-            kind = str(module.get("type", ""))
-            if kind.endswith("models.Transformer") and module.get("path"):
+            kind = str(module.get("type", "")).rsplit(".", 1)[-1]  # ST <6 and >=6 use different module paths
+            if kind == "Transformer" and module.get("path"):
                 transformer_dir = files.path / module["path"]
-            if kind.endswith("models.Pooling"):
+            if kind == "Pooling":
                 pooling = _pooling_from(files.read_json(f"{module.get('path', '')}/config.json"))
     st_config = files.read_json("sentence_bert_config.json")
     max_length = st_config.get("max_seq_length") if isinstance(st_config, dict) else None
@@ -70,8 +70,17 @@ def read_st_layout(files: ModelFiles) -> SentenceTransformersLayout:
 
 
 def _pooling_from(config: Any) -> str | None:
+    """The pooling mode of a sentence-transformers Pooling config (``pooling_mode`` since ST 6, else the
+    legacy ``pooling_mode_*`` booleans)."""
     if not isinstance(config, dict):
         return None
+    declared = config.get("pooling_mode")
+    if declared is not None:
+        names = [declared] if isinstance(declared, str) else list(declared)
+        modes = ["mean_sqrt_len" if name == "mean_sqrt_len_tokens" else name for name in names]
+        if len(modes) == 1 and modes[0] in _ST_MODES.values():
+            return str(modes[0])
+        raise UnsupportedModel(f"pooling {declared!r} is not supported; rerankd supports {sorted(_ST_MODES.values())}")
     modes = [name for key, name in _ST_MODES.items() if config.get(key)]
     if len(modes) != 1:
         raise UnsupportedModel(f"pooling {modes or 'none'} is not supported; rerankd needs exactly one mode")

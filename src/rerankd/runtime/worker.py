@@ -23,10 +23,27 @@ def run_planned(
     """Score or embed ``items`` in length-sorted, token-budgeted batches.
 
     ``forward`` is a family's ``score`` or ``embed``; the result's first dimension follows ``items``.
-    ``progress`` is called with the number of items finished after each batch.
+    Identical items are computed once (so they also get bit-identical results). ``progress`` is called
+    with the number of input items finished after each batch.
     """
     if not items:
         return torch.empty(0)
+    unique: dict[Encoded, int] = {}
+    slots = [unique.setdefault(item, len(unique)) for item in items]
+    distinct = list(unique)
+    copies = torch.bincount(torch.tensor(slots), minlength=len(distinct)).tolist()
+    computed = _run_distinct(forward, distinct, limits, budget, copies, progress)
+    return computed[torch.tensor(slots, dtype=torch.long)]
+
+
+def _run_distinct(
+    forward: Forward,
+    items: Sequence[Encoded],
+    limits: FamilyLimits,
+    budget: TokenBudget,
+    copies: Sequence[int],
+    progress: Progress | None,
+) -> torch.Tensor:
     plan = plan_batches([len(item) for item in items], budget, limits.pad_to_multiple_of)
     results: list[torch.Tensor] = []
     positions: list[int] = []
@@ -35,7 +52,7 @@ def run_planned(
             results.append(forward([items[i] for i in batch]))
             positions.extend(batch)
             if progress is not None:
-                progress(len(batch))
+                progress(sum(copies[i] for i in batch))
     stacked = torch.cat(results, dim=0)
     out = torch.empty_like(stacked)
     out[torch.tensor(positions, dtype=torch.long)] = stacked
