@@ -34,7 +34,7 @@ def test_source_local_requires_a_folder() -> None:
 
 
 def test_folder_without_config(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFound, match="no config.json"):
+    with pytest.raises(ModelNotFound, match=r"no config\.json"):
         resolve_model(str(tmp_path))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ def plan_batches(lengths: Sequence[int], budget: TokenBudget, pad_to_multiple_of
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     widths = [padded_length(lengths[i], pad_to_multiple_of) for i in order]
     cuts = _best_cuts(widths, budget)
-    return [order[start:stop] for start, stop in zip(cuts, cuts[1:], strict=False)]
+    return [order[start:stop] for start, stop in pairwise(cuts)]
 
 
 def _best_cuts(widths: Sequence[int], budget: TokenBudget) -> list[int]:
