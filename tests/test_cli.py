@@ -35,7 +35,7 @@ def test_rank_txt_file_as_json(runner: CliRunner, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     payload = _json(result.output)
     assert payload["family"] == "bi-encoder"
-    assert [r["index"] for r in payload["results"]][0] == 1  # blank lines are skipped: panda is document 1
+    assert payload["results"][0]["index"] == 1  # blank lines are skipped: panda is document 1
     assert payload["results"][0]["document"] == PANDA
     assert payload["results"][0]["score"] == pytest.approx(0.7633221, abs=1e-5)
 
