@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rerankd.errors import DeviceUnavailable, InvalidInput
+from rerankd.runtime import devices
 from rerankd.runtime.devices import resolve_device, resolve_dtype
 
 
@@ -34,9 +35,22 @@ def test_malformed_device(bad: str) -> None:
         resolve_device(bad)
 
 
+def test_auto_dtype_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert resolve_dtype("auto", cpu) is torch.bfloat16
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx", "avx2"})
+    assert resolve_dtype("auto", cpu) is torch.float32
+
+
+def test_cpu_flags_are_read() -> None:
+    flags = devices.cpu_flags()
+    assert isinstance(flags, set)
+    assert devices.cpu_has_native_bf16() == bool(flags & devices.BF16_CPU_FLAGS)
+
+
 def test_dtypes() -> None:
     cpu = torch.device("cpu")
-    assert resolve_dtype("auto", cpu) is torch.float32
     assert resolve_dtype("bf16", cpu) is torch.bfloat16
     assert resolve_dtype("float16", cpu) is torch.float16
     assert resolve_dtype(torch.bfloat16, cpu) is torch.bfloat16
