@@ -1,6 +1,7 @@
 """Which family runs a model: detected from the folder's config.json, or named explicitly.
 
-Adding a family = one file under ``families/`` defining ``SPEC`` (a :class:`FamilySpec`) + its module name
+Adding a family = one file under ``families/`` defining ``SPEC`` (a :class:`FamilySpec`; or ``SPECS``, a tuple of
+them, for a module serving several related families) + its module name
 in :data:`FAMILY_MODULES`. Specs are tried in that order; the first whose ``detect`` accepts the config
 wins, so specific layouts come before generic ones. A plain causal-LM config does not say "reranker": such
 families list the published model ids they serve in ``FamilySpec.known_ids`` (matched on the hub id or
@@ -21,14 +22,18 @@ Family = Union[PairScorer, Embedder]  # noqa: UP007 - a runtime alias
 
 # Order matters: specific layouts first, generic ones last.
 FAMILY_MODULES: tuple[str, ...] = (
+    "rerankd.families.layerwise",
+    "rerankd.families.minicpm",
     "rerankd.families.cross_encoder",
     "rerankd.families.bi_encoder",
+    "rerankd.families.yes_no",
 )
 
 
 @cache
 def families() -> tuple[FamilySpec, ...]:
-    return tuple(importlib.import_module(name).SPEC for name in FAMILY_MODULES)
+    modules = [importlib.import_module(name) for name in FAMILY_MODULES]
+    return tuple(spec for module in modules for spec in getattr(module, "SPECS", None) or (module.SPEC,))
 
 
 def family_names() -> list[str]:

@@ -59,6 +59,18 @@ class ModelOptions:
     truncation: Literal["flag", "longest_first"] = "flag"
     pooling: Literal["auto", "cls", "mean", "max", "lasttoken", "mean_sqrt_len"] = "auto"
     query_instruction: str | None = None
+    # Default exit layers of layerwise families (``None``: the model's last layer); a call's own
+    # ``CallOptions.cutoff_layers`` takes precedence.
+    cutoff_layers: tuple[int, ...] | None = None
+    # Causal LM families: compute the query's shared prompt prefix once per batch and reuse its key/value
+    # cache for every document (same scores up to float rounding); False runs every sequence whole.
+    prefix_sharing: bool = True
+    # Encoder families (cross-encoder, bi-encoder): run the forward pass in torch or in an ONNX Runtime
+    # session (see families/onnx_runtime.py). Only those two families read these two fields; the facade
+    # rejects them for the others (``encoder_backend.SUPPORTED_FAMILIES``).
+    backend: Literal["torch", "onnx"] = "torch"
+    # Encoder families on CPU: dynamic int8 quantisation of the Linear layers (opt-in, float32 models only).
+    quantize: Literal["int8"] | None = None
 
 
 @dataclass(frozen=True)
