@@ -63,3 +63,26 @@ def test_multi_label_classifier_is_rejected(bert_ce: Path, tmp_path: Path) -> No
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(UnsupportedModel, match="3 labels"):
         Reranker.from_pretrained(str(folder), device="cpu")
+
+
+def test_hub_id_resolves_from_the_local_cache_offline(bert_ce: Path, tmp_path: Path) -> None:
+    """The real hub path (snapshot_download) with local_files_only reads the standard HF cache layout."""
+    snapshot = tmp_path / "models--acme--tiny-reranker" / "snapshots" / "0123abcd"
+    shutil.copytree(bert_ce, snapshot)
+    (tmp_path / "models--acme--tiny-reranker" / "refs").mkdir()
+    (tmp_path / "models--acme--tiny-reranker" / "refs" / "main").write_text("0123abcd")
+    files = resolve_model("acme/tiny-reranker", cache_dir=str(tmp_path), local_files_only=True)
+    assert files.path == snapshot
+    model = Reranker.from_pretrained("acme/tiny-reranker", cache_dir=str(tmp_path), local_files_only=True, device="cpu")
+    assert model.info.family == "cross-encoder"
+
+
+def test_modelscope_without_the_extra_names_it() -> None:
+    import importlib.util
+
+    from rerankd import MissingDependency
+
+    if importlib.util.find_spec("modelscope") is not None:
+        pytest.skip("modelscope is installed")
+    with pytest.raises(MissingDependency, match=r"rerankd\[modelscope\]"):
+        resolve_model("modelscope:BAAI/bge-reranker-v2-m3")

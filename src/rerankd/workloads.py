@@ -1,4 +1,4 @@
-"""The fixed, seeded workloads of ../shared/BENCHMARKS.md, generated from an English word list.
+"""Fixed, seeded benchmark workloads (rerank-100, rerank-batch, long-docs), generated from an English word list.
 
 Words come from the all-MiniLM-L6-v2 WordPiece vocabulary (whole alphabetic words, sampled with a
 Zipf-like weight by vocabulary rank), so token counts per word are realistic (~1.25 tokens/word).
@@ -10,7 +10,6 @@ import random
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-
 
 SUFFIXES = ["s", "ed", "ing", "ly", "ness", "er", "ization", "ful", "1998", "ist"]
 
@@ -50,23 +49,32 @@ def passage(rng: random.Random, n_words: int) -> str:
     return " ".join(sentences)
 
 
+def spread_lengths(rng: random.Random, n: int, low: int, high: int) -> list[int]:
+    """``n`` lengths evenly covering [low, high] in a seeded random order (the mean is exactly the midpoint)."""
+    lengths = [low + round(i * (high - low) / max(n - 1, 1)) for i in range(n)]
+    rng.shuffle(lengths)
+    return lengths
+
+
 def rerank_100(seed: int = 0) -> Workload:
-    """1 query x 100 passages of 61-205 words (mean ~133)."""
+    """1 query x 100 passages of 61-205 words (mean 133)."""
     rng = random.Random(seed)
-    return Workload("rerank-100", [passage(rng, 6)], [[passage(rng, rng.randint(61, 205)) for _ in range(100)]])
+    query = passage(rng, 6)
+    return Workload("rerank-100", [query], [[passage(rng, n) for n in spread_lengths(rng, 100, 61, 205)]])
 
 
 def rerank_batch(seed: int = 1) -> Workload:
     """16 queries x 100 passages each."""
     rng = random.Random(seed)
     queries = [passage(rng, rng.randint(4, 10)) for _ in range(16)]
-    return Workload("rerank-batch", queries, [[passage(rng, rng.randint(61, 205)) for _ in range(100)] for _ in queries])
+    docs = [[passage(rng, n) for n in spread_lengths(rng, 100, 61, 205)] for _ in queries]
+    return Workload("rerank-batch", queries, docs)
 
 
 def long_docs(seed: int = 2) -> Workload:
     """1 query x 20 documents of 1,500-4,000 words (the chunking path)."""
     rng = random.Random(seed)
-    return Workload("long-docs", [passage(rng, 6)], [[passage(rng, rng.randint(1500, 4000)) for _ in range(20)]])
+    return Workload("long-docs", [passage(rng, 6)], [[passage(rng, n) for n in spread_lengths(rng, 20, 1500, 4000)]])
 
 
 WORKLOADS = {"rerank-100": rerank_100, "rerank-batch": rerank_batch, "long-docs": long_docs}

@@ -1,0 +1,66 @@
+"""``rerankd bench MODEL``: seed 000's performance table, generalised."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from rerankd.cli.app import DeviceOpt, DtypeOpt, FamilyOpt, MaxLenOpt, app, console, err_console, fail, quiet_libraries
+from rerankd.errors import RerankdError
+from rerankd.workloads import WORKLOADS
+
+ROWS = [
+    ("load time", "load_s", "{:.2f} s"),
+    ("time to first result", "first_result_s", "{:.2f} s"),
+    ("latency p50 (one query)", "latency_p50_ms", "{:.1f} ms"),
+    ("latency p99 (one query)", "latency_p99_ms", "{:.1f} ms"),
+    ("throughput", "throughput_pairs_s", "{:.1f} pairs/s"),
+    ("peak RSS", "peak_rss_mb", "{:.0f} MiB"),
+    ("tokens per pair", "tokens_per_pair", "{:.1f}"),
+    ("padding waste", "padding_waste", "{:.1%}"),
+    ("achieved", "achieved_gflops", "{:.1f} GFLOP/s"),
+    ("matmul peak (measured)", "matmul_peak_gflops", "{:.1f} GFLOP/s"),
+    ("fraction of peak", "peak_fraction", "{:.0%}"),
+]
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Argument(help="Model folder, hub id or packaged model name.")],
+    workload: Annotated[str, typer.Option(help=f"One of {', '.join(sorted(WORKLOADS))}.")] = "rerank-100",
+    runs: Annotated[int, typer.Option(min=1, help="Timed passes over the workload.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    max_length: MaxLenOpt = None,
+    family: FamilyOpt = None,
+) -> None:
+    """Measure load time, latency, throughput, memory, GFLOP/s vs the matmul peak, and padding waste."""
+    from rerankd.benchmark import run_bench
+
+    if workload not in WORKLOADS:
+        fail(f"unknown workload {workload!r}; choose from {', '.join(sorted(WORKLOADS))}")
+    quiet_libraries()
+    load = {"device": device or "auto", "dtype": dtype or "auto", "max_length": max_length, "family": family}
+    n_queries = len(WORKLOADS[workload]().queries) * runs
+    columns = (TextColumn("benchmarking"), BarColumn(), MofNCompleteColumn())
+    try:
+        with Progress(*columns, console=err_console, transient=True) as bar:
+            task = bar.add_task("bench", total=n_queries)
+            report = run_bench(model, workload, runs, progress=lambda n: bar.advance(task, n), **load)
+    except RerankdError as exc:
+        fail(exc.message)
+    if as_json:
+        console.print_json(json.dumps(report.as_dict()))
+        return
+    table = Table(title=f"{model} - {report.family}, {report.device}, {report.dtype} - {workload} x {runs}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    values = report.as_dict()
+    for label, key, fmt in ROWS:
+        table.add_row(label, "n/a" if values[key] is None else fmt.format(values[key]))
+    console.print(table)
