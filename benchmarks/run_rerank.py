@@ -89,7 +89,8 @@ def report(engines: list[Engine], n_pairs: int, args: argparse.Namespace) -> str
     base = engines[0]
     base_rate = n_pairs / statistics.median(base.times)
     lines = [
-        f"### {args.workload} / {args.model} - {time.strftime('%Y-%m-%d %H:%M')} - torch threads {torch.get_num_threads()}",
+        f"### {args.workload} / {args.model} - {time.strftime('%Y-%m-%d %H:%M')} - "
+        f"torch threads {torch.get_num_threads()}",
         "",
         f"`python -m benchmarks.run_rerank {' '.join(sys.argv[1:])}`",
         "",
