@@ -1,0 +1,364 @@
+"""``rerankd eval``, ``rerankd compare`` and ``rerankd smoke``: thin front ends over :mod:`rerankd.evaluation`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from rerankd.cli.app import (
+    DeviceOpt,
+    DtypeOpt,
+    FamilyOpt,
+    MaxLenOpt,
+    ModelOpt,
+    RemoteOpt,
+    app,
+    console,
+    err_console,
+    fail,
+    make_settings,
+    quiet_libraries,
+)
+from rerankd.errors import RerankdError
+from rerankd.settings import Settings
+
+if TYPE_CHECKING:
+    from rerankd.evaluation import QueryDocumentPair, StageProgress, SystemRun
+    from rerankd.reranker import Reranker
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")]
+OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Also write the JSON report to this file.")]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot of the report to this file.")]
+BatchTokensOpt = Annotated[int | None, typer.Option("--batch-tokens", help="Padded tokens per forward pass.")]
+InstructionOpt = Annotated[str | None, typer.Option(help="Instruction for instruction-aware models.")]
+CutoffOpt = Annotated[
+    list[int] | None, typer.Option("--cutoff-layer", help="Exit layer of a layerwise model (repeatable).")
+]
+SplitOpt = Annotated[str, typer.Option(help="qrels split: qrels/SPLIT.tsv.")]
+MaxQueriesOpt = Annotated[int | None, typer.Option("--max-queries", min=1, help="Only the first N judged queries.")]
+
+
+@contextmanager
+def progress_bars() -> Iterator[StageProgress]:
+    """A :data:`StageProgress` that draws one rich progress bar per stage on stderr."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bars:
+        tasks: dict[str, TaskID] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+
+        yield report
+
+
+def quiet_bm25s() -> None:
+    """bm25s sets its own logger to DEBUG when imported; the CLI only shows warnings."""
+    import importlib.util
+    import logging
+
+    if importlib.util.find_spec("bm25s") is not None:
+        import bm25s  # noqa: F401
+
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
+
+
+def load_model(model: str, settings: Settings, progress: StageProgress) -> Reranker:
+    from rerankd.reranker import Reranker
+
+    stage = f"load {model}"
+    progress(stage, 0, 1)
+    reranker = Reranker.from_pretrained(model, **settings.reranker_kwargs())
+    progress(stage, 1, 1)
+    return reranker
+
+
+def emit_report(payload: dict[str, Any], as_json: bool, output: Path | None) -> None:
+    from rerankd.evaluation.tables import json_ready
+
+    text = json.dumps(json_ready(payload), ensure_ascii=False, indent=2)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n", encoding="utf-8")
+    if as_json:
+        typer.echo(text)
+
+
+def _first_stage(
+    dataset: Any, run: Path | None, retriever: str | None, settings: Settings, top_k: int, progress: StageProgress
+) -> SystemRun:
+    from rerankd.evaluation import first_stage_bm25, first_stage_dense, first_stage_run_file
+
+    if run is not None and retriever is not None:
+        fail("give either --run or --retriever, not both")
+    if run is not None:
+        return first_stage_run_file(run, dataset, top_k)
+    if retriever is not None:
+        return first_stage_dense(load_model(retriever, settings, progress), dataset, top_k, progress)
+    return first_stage_bm25(dataset, top_k, progress)
+
+
+def _rerank_all(
+    dataset: Any,
+    first: SystemRun,
+    models: Sequence[str],
+    settings: Settings,
+    progress: StageProgress,
+    options: dict[str, Any],
+) -> list[SystemRun]:
+    """The first stage plus one re-ranked run per model; models are loaded one at a time."""
+    from rerankd.evaluation import rerank_system
+    from rerankd.evaluation.quality import unique_name
+
+    systems = [first]
+    for model in models:
+        reranker = load_model(model, settings, progress)
+        name = unique_name(model, [s.name for s in systems])
+        systems.append(rerank_system(reranker, dataset, first, name=name, progress=progress, **options))
+        del reranker  # free it before the next model loads
+    return systems
+
+
+@app.command("eval")
+def eval_command(
+    dataset_dir: Annotated[Path, typer.Argument(help="BEIR-layout folder: corpus.jsonl, queries.jsonl, qrels/.")],
+    models: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Re-ranker to evaluate (repeat for A/B).")
+    ] = None,
+    first_stage_only: Annotated[bool, typer.Option(help="Evaluate the first stage alone.")] = False,
+    run: Annotated[Path | None, typer.Option(help="First stage from a TREC run file instead of BM25.")] = None,
+    retriever: Annotated[str | None, typer.Option(help="First stage from this bi-encoder instead of BM25.")] = None,
+    split: SplitOpt = "test",
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="First-stage candidates re-ranked per query.")] = 100,
+    max_queries: MaxQueriesOpt = None,
+    measures: Annotated[list[str] | None, typer.Option("--measure", help="Measure, e.g. ndcg@10 (repeat).")] = None,
+    ab_measure: Annotated[str, typer.Option(help="Measure of the paired A/B tests.")] = "ndcg@10",
+    resamples: Annotated[int, typer.Option(min=100, help="Randomisation-test resamples.")] = 10_000,
+    instruction: InstructionOpt = None,
+    cutoff_layers: CutoffOpt = None,
+    save_runs: Annotated[Path | None, typer.Option(help="Write each system's TREC run into this folder.")] = None,
+    as_json: JsonOpt = False,
+    output: OutputOpt = None,
+    plot: PlotOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    max_length: MaxLenOpt = None,
+    batch_tokens: BatchTokensOpt = None,
+    trust_remote_code: RemoteOpt = None,
+) -> None:
+    """Ranking quality on a BEIR-layout dataset: first stage, re-rankers, metrics and A/B tests.
+
+    First stage: BM25, --run FILE or --retriever MODEL; each --model re-ranks its --top-k candidates.
+
+    Reports nDCG@1/3/5/10, MRR@10, MAP, Recall@10/100 per system and paired A/B tests of every pair.
+    """
+    from rerankd.evaluation import DEFAULT_MEASURES, build_quality_report, load_beir, write_trec_run
+    from rerankd.evaluation.plots import plot_quality
+    from rerankd.evaluation.tables import comparison_table, quality_table
+
+    settings = make_settings(
+        device=device,
+        dtype=dtype,
+        max_length=max_length,
+        batch_tokens=batch_tokens,
+        trust_remote_code=trust_remote_code,
+    )
+    chosen = [] if first_stage_only else (models or [settings.model])
+    quiet_libraries()
+    quiet_bm25s()
+    try:
+        dataset = load_beir(dataset_dir, split, max_queries)
+        with progress_bars() as progress:
+            first = _first_stage(dataset, run, retriever, settings, top_k, progress)
+            options = {"top_k": top_k, "instruction": instruction, "cutoff_layers": cutoff_layers}
+            systems = _rerank_all(dataset, first, chosen, settings, progress, options)
+        report = build_quality_report(
+            dataset,
+            systems,
+            top_k=top_k,
+            measures=measures or DEFAULT_MEASURES,
+            ab_measure=ab_measure,
+            resamples=resamples,
+        )
+        if save_runs is not None:
+            save_runs.mkdir(parents=True, exist_ok=True)
+            for system in systems:
+                write_trec_run(system.run, save_runs / f"{system.name.replace('/', '_').replace(':', '_')}.trec")
+        if plot is not None:
+            plot_quality(report, plot)
+    except RerankdError as exc:
+        fail(exc.message)
+    emit_report(report.to_dict(), as_json, output)
+    if not as_json:
+        console.print(quality_table(report))
+        if report.comparisons:
+            console.print(comparison_table(report))
+
+
+def _compare_inputs(
+    dataset_dir: Path | None, pairs_file: Path | None, split: str, max_queries: int, per_query: int
+) -> list[QueryDocumentPair]:
+    """Pairs from a BEIR folder (each query with its BM25 top ``per_query``), a JSONL file, or the built-in set."""
+    from rerankd.evaluation import (
+        QueryDocumentPair,
+        bm25_first_stage,
+        default_compare_pairs,
+        load_beir,
+        load_pairs_jsonl,
+        ranked_documents,
+    )
+
+    if dataset_dir is not None and pairs_file is not None:
+        fail("give either --dataset or --pairs, not both")
+    if pairs_file is not None:
+        return load_pairs_jsonl(pairs_file)
+    if dataset_dir is None:
+        return default_compare_pairs()
+    dataset = load_beir(dataset_dir, split, max_queries)
+    run = bm25_first_stage(dataset, per_query)
+    return [
+        QueryDocumentPair(dataset.queries[qid], dataset.corpus[docid])
+        for qid, scores in run.items()
+        for docid in ranked_documents(scores)
+    ]
+
+
+@app.command()
+def compare(
+    config_a: Annotated[list[str] | None, typer.Option("--a", help="Configuration A: KEY=VALUE (repeat).")] = None,
+    config_b: Annotated[list[str] | None, typer.Option("--b", help="Configuration B: KEY=VALUE (repeat).")] = None,
+    dataset_dir: Annotated[Path | None, typer.Option("--dataset", help="BEIR folder: queries x BM25 top docs.")] = None,
+    pairs_file: Annotated[Path | None, typer.Option("--pairs", help='JSONL of {"query", "document"}.')] = None,
+    split: SplitOpt = "test",
+    max_queries: Annotated[int, typer.Option("--max-queries", min=1, help="Queries taken from --dataset.")] = 50,
+    per_query: Annotated[int, typer.Option("--per-query", min=1, help="BM25 documents per --dataset query.")] = 10,
+    embeddings: Annotated[bool, typer.Option(help="Compare embeddings (bi-encoders) instead of scores.")] = False,
+    min_cosine: Annotated[float, typer.Option(help="PASS needs cosine above this.")] = 0.99,
+    max_rel_error: Annotated[float, typer.Option(help="PASS needs mean relative error below this (0.01 = 1%).")] = 0.01,
+    rel_error_on: Annotated[str, typer.Option(help="Relative error for PASS on 'all' or 'active' values.")] = "all",
+    active_floor: Annotated[float, typer.Option(help="Active values: |A| above this.")] = 1e-3,
+    min_spearman: Annotated[float | None, typer.Option(help="Optional: PASS needs Spearman above this.")] = None,
+    min_overlap: Annotated[float | None, typer.Option(help="Optional: PASS needs top-k overlap above this.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="k of the top-k overlap.")] = 3,
+    as_json: JsonOpt = False,
+    output: OutputOpt = None,
+    plot: PlotOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    max_length: MaxLenOpt = None,
+    batch_tokens: BatchTokensOpt = None,
+    family: FamilyOpt = None,
+    trust_remote_code: RemoteOpt = None,
+) -> None:
+    """Precision of one configuration of a model against another (device, dtype, batch size, ...).
+
+    Example: --a dtype=float32 --b dtype=bfloat16. Reports cosine, MAE, RMSE, relative error, rank agreement.
+
+    PASS needs cosine > 0.99 and mean relative error < 1% (by default). Exits 1 on FAIL.
+    """
+    from rerankd.evaluation import Thresholds, compare_configurations, parse_configuration
+    from rerankd.evaluation.plots import plot_precision
+    from rerankd.evaluation.tables import precision_inputs_table, precision_summary_table
+
+    settings = make_settings(
+        model=model,
+        device=device,
+        dtype=dtype,
+        max_length=max_length,
+        batch_tokens=batch_tokens,
+        family=family,
+        trust_remote_code=trust_remote_code,
+    )
+    if rel_error_on not in ("all", "active"):
+        fail("--rel-error-on must be 'all' or 'active'")
+    basis = cast(Literal["all", "active"], rel_error_on)
+    thresholds = Thresholds(min_cosine, max_rel_error, basis, active_floor, min_spearman, min_overlap)
+    base = {"model": settings.model, **settings.reranker_kwargs()}
+    quiet_libraries()
+    quiet_bm25s()
+    try:
+        configs = [
+            parse_configuration(f"{name}: {', '.join(items)}" if items else name, base, items or [])
+            for name, items in (("A", config_a), ("B", config_b))
+        ]
+        pairs = _compare_inputs(dataset_dir, pairs_file, split, max_queries, per_query)
+        with progress_bars() as progress:
+            report = compare_configurations(
+                configs[0],
+                configs[1],
+                pairs,
+                embeddings=embeddings,
+                thresholds=thresholds,
+                top_k=top_k,
+                progress=progress,
+            )
+        if plot is not None:
+            plot_precision(report, plot)
+    except RerankdError as exc:
+        fail(exc.message)
+    emit_report(report.to_dict(), as_json, output)
+    if not as_json:
+        console.print(precision_inputs_table(report))
+        console.print(precision_summary_table(report))
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def smoke(
+    model: Annotated[str | None, typer.Argument(help="Model folder, hub id or packaged model name.")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed runs for latency and throughput.")] = 5,
+    instruction: InstructionOpt = None,
+    cutoff_layers: CutoffOpt = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Raw logits instead of normalised scores.")] = False,
+    as_json: JsonOpt = False,
+    output: OutputOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    max_length: MaxLenOpt = None,
+    family: FamilyOpt = None,
+    trust_remote_code: RemoteOpt = None,
+) -> None:
+    """Sanity check: does every relevant passage outrank its irrelevant one?
+
+    Three queries (panda, capital of France, machine learning) with a relevant and an irrelevant passage each.
+
+    Also reports load time, mean latency and throughput. Exits 1 on FAIL.
+    """
+    from rerankd.evaluation import run_smoke
+    from rerankd.evaluation.tables import smoke_table, timing_table
+
+    settings = make_settings(
+        model=model,
+        device=device,
+        dtype=dtype,
+        max_length=max_length,
+        family=family,
+        trust_remote_code=trust_remote_code,
+        normalize=False if raw else None,
+    )
+    quiet_libraries()
+    try:
+        with progress_bars() as progress:
+            reranker = load_model(settings.model, settings, progress)
+            report = run_smoke(
+                reranker, repeats=repeats, instruction=instruction, cutoff_layers=cutoff_layers, progress=progress
+            )
+    except RerankdError as exc:
+        fail(exc.message)
+    emit_report(report.to_dict(), as_json, output)
+    if not as_json:
+        console.print(smoke_table(report))
+        console.print(timing_table(report))
+        verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
+        console.print(f"overall: {verdict} (every relevant passage above its irrelevant one)")
+    if not report.passed:
+        raise typer.Exit(1)
