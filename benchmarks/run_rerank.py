@@ -107,6 +107,31 @@ def report(engines: list[Engine], n_pairs: int, args: argparse.Namespace) -> str
     return "\n".join(lines) + "\n"
 
 
+def plot(engines: list[Engine], n_pairs: int, title: str, path: Path) -> None:
+    """Bar chart of pairs/s per engine (median, with min-max whiskers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = [sorted(n_pairs / t for t in engine.times) for engine in engines]
+    medians = [statistics.median(r) for r in rates]
+    errors = [
+        [m - r[0] for m, r in zip(medians, rates, strict=True)],
+        [r[-1] - m for m, r in zip(medians, rates, strict=True)],
+    ]
+    figure, axis = plt.subplots(figsize=(7, 0.6 * len(engines) + 1.5))
+    axis.barh([e.name for e in engines], medians, xerr=errors, color="#4C72B0")
+    for y, value in enumerate(medians):
+        axis.text(value, y, f" {value:.1f}", va="center")
+    axis.set_xlabel("pairs / second (median, min-max)")
+    axis.set_title(title)
+    axis.invert_yaxis()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm-ce")
@@ -127,6 +152,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     with (RESULTS / f"{args.workload}-{args.model}.md").open("a", encoding="utf-8") as handle:
         handle.write(text + "\n")
+    plot(engines, len(pairs), f"{args.workload} / {args.model}", RESULTS / f"{args.workload}-{args.model}.png")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ class TokenBudget:
 
     max_tokens: int = 8192
     max_batch_size: int = 256
-    batch_overhead_tokens: int = 256
+    batch_overhead_tokens: int = 128
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1 or self.max_batch_size < 1 or self.batch_overhead_tokens < 0:
