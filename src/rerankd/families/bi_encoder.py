@@ -28,6 +28,7 @@ from rerankd.families.base import (
     last_token_index,
     single_special_count,
 )
+from rerankd.families.encoder_backend import encoder_model, model_device
 from rerankd.loading import ModelFiles, model_load_kwargs
 
 _DECODER_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3", "minicpm"}
@@ -109,7 +110,7 @@ class BiEncoderFamily:
 
     def __init__(self, model: Any, tokenizer: Any, pooling: str, max_length: int, query_prompt: str | None) -> None:
         self.model = model
-        self.device: torch.device = next(model.parameters()).device
+        self.device: torch.device = model_device(model)
         self.backend = clean_backend(tokenizer)
         self.pooling = pooling
         self.query_prompt = query_prompt
@@ -152,8 +153,11 @@ def load_bi_encoder(
         pooling = layout.pooling or ("lasttoken" if is_decoder else "cls")  # type: ignore[assignment]
     folder = str(layout.transformer_dir)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    model = AutoModel.from_pretrained(folder, dtype=dtype, **model_load_kwargs(files, trust_remote_code))
-    model.to(device).eval()
+
+    def build() -> torch.nn.Module:
+        return AutoModel.from_pretrained(folder, dtype=dtype, **model_load_kwargs(files, trust_remote_code))
+
+    model = encoder_model(layout.transformer_dir, build, tokenizer, "bi-encoder", device, dtype, options)
     max_length = options.max_length or layout.max_length or min(int(tokenizer.model_max_length), 512)
     prompt = options.query_instruction if options.query_instruction is not None else layout.query_prompt
     return BiEncoderFamily(model, tokenizer, pooling, max_length, prompt)

@@ -35,6 +35,7 @@ from rerankd.families.base import (
     encode_plain,
     pair_special_count,
 )
+from rerankd.families.encoder_backend import encoder_model, model_device
 from rerankd.loading import ModelFiles, model_load_kwargs
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class CrossEncoderFamily:
 
     def __init__(self, model: Any, tokenizer: Any, config: dict[str, Any], options: ModelOptions) -> None:
         self.model = model
-        self.device: torch.device = next(model.parameters()).device
+        self.device: torch.device = model_device(model)
         self.backend = clean_backend(tokenizer)
         max_length = options.max_length or _default_max_length(tokenizer, config)
         self.limits = FamilyLimits(max_length=max_length, pad_side="right")
@@ -146,10 +147,13 @@ def load_cross_encoder(
             "need exactly one relevance logit"
         )
     tokenizer = AutoTokenizer.from_pretrained(str(files.path), trust_remote_code=trust_remote_code)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(files.path), dtype=dtype, **model_load_kwargs(files, trust_remote_code)
-    )
-    model.to(device).eval()
+
+    def build() -> torch.nn.Module:
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(files.path), dtype=dtype, **model_load_kwargs(files, trust_remote_code)
+        )
+
+    model = encoder_model(files.path, build, tokenizer, "cross-encoder", device, dtype, options)
     return CrossEncoderFamily(model, tokenizer, files.config, options)
 
 

@@ -1,0 +1,108 @@
+"""What runs an encoder family's forward pass: a torch module (optionally dynamic int8) or an ONNX Runtime
+session. The families call :func:`encoder_model` in their loaders and :func:`model_device` in their
+constructors; everything else in them (tokenisation, truncation, pooling) is shared by both backends.
+
+- ``backend="torch"``: the transformers model on the requested device and dtype.
+- ``backend="onnx"``: :class:`~rerankd.families.onnx_runtime.OnnxForward` over a float32 graph (CPU or CUDA
+  execution provider); see that module for where the graph comes from.
+- ``quantize="int8"`` (CPU, float32 only): dynamic quantisation of the Linear layers (int8 weights with
+  per-output-channel scales, activations quantised per batch at run time). Torch backend:
+  ``torch.ao.quantization.quantize_dynamic``; ONNX backend: onnxruntime's ``quantize_dynamic`` (more
+  accurate on MiniLM, see docs/backends.md).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rerankd.errors import DeviceUnavailable, InvalidInput, UnsupportedModel
+from rerankd.families.base import ModelOptions
+from rerankd.families.onnx_graph import OutputName
+from rerankd.families.onnx_runtime import onnx_forward
+
+# The families that read ModelOptions.backend / .quantize, and the graph output each one runs on.
+SUPPORTED_FAMILIES: dict[str, OutputName] = {"cross-encoder": "logits", "bi-encoder": "last_hidden_state"}
+
+
+def check_backend(options: ModelOptions, device: torch.device, dtype: torch.dtype) -> None:
+    """Reject backend / quantisation choices that cannot run, before any weights are read."""
+    if options.backend not in ("torch", "onnx"):
+        raise InvalidInput(f"unknown backend {options.backend!r}; use 'torch' or 'onnx'", param="backend")
+    if options.quantize not in (None, "int8"):
+        raise InvalidInput(f"unknown quantize {options.quantize!r}; use None or 'int8'", param="quantize")
+    if options.quantize == "int8" and device.type != "cpu":
+        raise InvalidInput(
+            f"quantize='int8' runs on CPU only (dynamic int8 kernels), not on {device}; on accelerators use "
+            "dtype='float16' or 'bfloat16'",
+            param="quantize",
+        )
+    if (options.backend == "onnx" or options.quantize) and dtype != torch.float32:
+        what = "quantize='int8'" if options.quantize else "backend='onnx'"
+        raise InvalidInput(
+            f"{what} starts from float32 weights; got dtype={str(dtype).removeprefix('torch.')}, pass dtype='float32'",
+            param="dtype",
+        )
+    if options.backend == "onnx" and device.type not in ("cpu", "cuda"):
+        raise DeviceUnavailable(f"backend='onnx' runs on cpu or cuda devices, not {device}")
+
+
+def input_names(uses_token_types: bool) -> tuple[str, ...]:
+    """The graph inputs of an encoder: token types only when the tokenizer produces them."""
+    return ("input_ids", "attention_mask", "token_type_ids") if uses_token_types else ("input_ids", "attention_mask")
+
+
+def uses_token_types(tokenizer: Any) -> bool:
+    return "token_type_ids" in tokenizer.model_input_names
+
+
+def encoder_model(
+    folder: Path,
+    build: Callable[[], torch.nn.Module],
+    tokenizer: Any,
+    family: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    options: ModelOptions,
+) -> Any:
+    """The object an encoder family calls as ``model(**inputs)``: a torch module or an ONNX forward.
+
+    ``build`` loads the transformers model (on the CPU, in ``dtype``); with ``backend="onnx"`` it is only
+    called when ``folder`` has no graph yet and one must be exported.
+    """
+    check_backend(options, device, dtype)
+    if options.backend == "onnx":
+        names = input_names(uses_token_types(tokenizer))
+        return onnx_forward(folder, build, device, options.quantize, names, SUPPORTED_FAMILIES[family])
+    model = build()
+    model.to(device).eval()
+    return quantize_linear_int8(model) if options.quantize == "int8" else model
+
+
+def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Replace every ``nn.Linear`` with a dynamically quantised int8 one (in place; CPU, float32 models)."""
+    quantization = getattr(torch.ao, "quantization", None)
+    quantize_dynamic = getattr(quantization, "quantize_dynamic", None)
+    if quantization is None or quantize_dynamic is None:
+        raise UnsupportedModel(
+            f"torch {torch.__version__} has no torch.ao.quantization.quantize_dynamic; use backend='onnx' "
+            "with quantize='int8'"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization's move to torchao
+        warnings.simplefilter("ignore", UserWarning)  # quantized tensor creation deprecation notice
+        spec = {torch.nn.Linear: quantization.per_channel_dynamic_qconfig}
+        quantized: torch.nn.Module = quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+    return quantized
+
+
+def model_device(model: Any) -> torch.device:
+    """Where a family must put its input tensors: the torch model's device, or the ONNX forward's."""
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    return next(model.parameters()).device
