@@ -93,7 +93,7 @@ def _from_huggingface(repo_id: str, revision: str | None, cache_dir: str | None,
 def _from_modelscope(model_id: str, revision: str | None, cache_dir: str | None) -> Path:
     if importlib.util.find_spec("modelscope") is None:
         raise MissingDependency("loading from ModelScope needs the modelscope extra: pip install 'rerankd[modelscope]'")
-    from modelscope import snapshot_download  # type: ignore[import-not-found]
+    from modelscope import snapshot_download
 
     try:
         folder = snapshot_download(model_id, revision=revision, cache_dir=cache_dir)

@@ -1,7 +1,12 @@
 """The ``Reranker`` facade: what users and every front end call.
 
-It owns score interpretation (normalisation, ordering, ``top_n``) and truncation policy; families own model
-math and the runtime owns batching.
+It owns score interpretation (normalisation, ordering, ``top_n``), truncation policy and long-document
+chunking; families own model math and the runtime owns batching.
+
+Every scoring call goes through the same two steps, which the server's scheduler also uses:
+:meth:`Reranker.prepare_pairs` / :meth:`~Reranker.prepare_embed` encode the inputs into a
+:class:`ScoringJob` (model inputs + how to turn their raw outputs into one row per input), and
+:meth:`Reranker.run` (or the scheduler, batch by batch through :meth:`Reranker.forward`) computes them.
 """
 
 from __future__ import annotations
@@ -17,13 +22,26 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from rerankd.errors import InputTooLong, InvalidInput
+from rerankd.chunking import Split, backend_of, fit_documents
+from rerankd.errors import InvalidInput
 from rerankd.families.base import CallOptions, Embedder, Encoded, ModelOptions, PairScorer, Role
+from rerankd.families.encoder_backend import SUPPORTED_FAMILIES, check_backend
+from rerankd.jobs import (
+    DEFAULT_OPTIONS,
+    Kind,
+    ScoreOptions,
+    ScoringJob,
+    cosine_finisher,
+    describe_cut,
+    identity,
+    score_finisher,
+    too_long,
+)
 from rerankd.loading import Source, resolve_model
 from rerankd.registry import Family, detect_family
 from rerankd.runtime.devices import resolve_device, resolve_dtype
 from rerankd.runtime.planner import TokenBudget
-from rerankd.runtime.worker import run_planned
+from rerankd.runtime.worker import Forward, run_planned
 from rerankd.validation import check_pairs, check_query, check_texts, check_top_n
 
 logger = logging.getLogger(__name__)
@@ -106,28 +124,43 @@ class Reranker:
         revision: str | None = None,
         cache_dir: str | None = None,
         local_files_only: bool = False,
+        backend: Literal["torch", "onnx"] = "torch",
+        quantize: Literal["int8"] | None = None,
+        cutoff_layers: Sequence[int] | int | None = None,
+        prefix_sharing: bool = True,
     ) -> Reranker:
         """Load a reranker from a local folder, a packaged model, the Hugging Face hub or ModelScope.
 
         ``normalize=True`` maps scores to [0, 1] with the model's declared activation (sigmoid unless its
         config declares Identity, as ms-marco cross-encoders do); ``False`` returns raw logits. Bi-encoders
         always return cosine similarity. ``truncate=False`` rejects over-long inputs with
-        :class:`~rerankd.errors.InputTooLong` instead of truncating them.
+        :class:`~rerankd.errors.InputTooLong` instead of truncating them. ``backend="onnx"`` and
+        ``quantize="int8"`` apply to encoder families; ``cutoff_layers`` sets a layerwise model's default exit
+        layers; ``prefix_sharing=False`` turns off the causal families' shared query-prefix cache.
         """
         started = time.perf_counter()
         torch_device = resolve_device(device)
+        if (backend != "torch" or quantize) and dtype == "auto":
+            dtype = "float32"  # ONNX graphs and int8 start from float32
         torch_dtype = resolve_dtype(dtype, torch_device)
         files = resolve_model(
             model, source=source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
         )
         spec = detect_family(files, family)
+        if (backend != "torch" or quantize) and spec.name not in SUPPORTED_FAMILIES:
+            raise InvalidInput(f"backend/quantize apply to {', '.join(SUPPORTED_FAMILIES)} models, not {spec.name}")
         options = ModelOptions(
             max_length=max_length,
             query_max_length=query_max_length,
             truncation=truncation,
             pooling=pooling,
             query_instruction=query_instruction,
+            cutoff_layers=cls.call_options(None, cutoff_layers).cutoff_layers,
+            prefix_sharing=prefix_sharing,
+            backend=backend,
+            quantize=quantize,
         )
+        check_backend(options, torch_device, torch_dtype)
         loaded = spec.load(files, torch_device, torch_dtype, options, trust_remote_code)
         base = default_budget(torch_device)
         budget = TokenBudget(batch_tokens or base.max_tokens, max_batch_size or base.max_batch_size)
@@ -143,6 +176,10 @@ class Reranker:
         logger.info("loaded %s as %s on %s (%s)", model, spec.name, info.device, info.dtype)
         return cls(loaded, info, normalize=normalize, truncate=truncate, budget=budget)
 
+    @property
+    def is_embedder(self) -> bool:
+        return isinstance(self.family, Embedder)
+
     # ------------------------------------------------------------------ scoring
     def rank(
         self,
@@ -152,18 +189,29 @@ class Reranker:
         *,
         instruction: str | None = None,
         cutoff_layers: Sequence[int] | None = None,
+        max_chunks_per_doc: int | None = None,
+        max_tokens_per_doc: int | None = None,
         progress: Progress | None = None,
     ) -> list[RankedDocument]:
         """Documents sorted by relevance to ``query``, best first (ties keep input order).
 
         ``instruction`` overrides an instruction-aware family's default instruction or prompt;
-        ``cutoff_layers`` picks the exit layers of a layerwise family.
+        ``cutoff_layers`` picks the exit layers of a layerwise family. ``max_chunks_per_doc`` /
+        ``max_tokens_per_doc`` score long documents by their best overlapping chunk (see
+        :class:`ScoreOptions`); ``progress`` counts model inputs (chunks) as they finish.
         """
         check_query(query)
         docs = check_texts(documents)
         limit = check_top_n(top_n)
-        call = self._call(instruction, cutoff_layers)
-        table = self._rank_scores(query, docs, call, progress)
+        call = self.call_options(instruction, cutoff_layers)
+        options = ScoreOptions(
+            instruction=call.instruction,
+            cutoff_layers=call.cutoff_layers,
+            max_chunks_per_doc=max_chunks_per_doc,
+            max_tokens_per_doc=max_tokens_per_doc,
+        )
+        job = self.prepare_pairs([(query, doc) for doc in docs], options)
+        table: list[list[float]] = self.run(job, progress).tolist()
         primary = [row[-1] for row in table]
         order = sorted(range(len(docs)), key=lambda i: -primary[i])
         ranked = [RankedDocument(i, primary[i], docs[i], tuple(table[i]) if len(table[i]) > 1 else None) for i in order]
@@ -179,27 +227,18 @@ class Reranker:
     ) -> list[Any]:
         """One score per (query, document) pair, in input order; a list of per-layer scores per pair when
         several ``cutoff_layers`` are asked for."""
-        checked = check_pairs(pairs)
-        if isinstance(self.family, Embedder):
-            return self._cosine_pairs(checked, progress)
-        call = self._call(instruction, cutoff_layers)
-        table = self._finish(self._run(self._encode_grouped(checked, call), call, progress))
+        call = self.call_options(instruction, cutoff_layers)
+        options = ScoreOptions(instruction=call.instruction, cutoff_layers=call.cutoff_layers)
+        table: list[list[float]] = self.run(self.prepare_pairs(pairs, options), progress).tolist()
         return [row[0] if len(row) == 1 else row for row in table]
 
     def embed(self, texts: Sequence[str], role: Role = "document") -> np.ndarray:
         """L2-normalised embeddings ``(len(texts), dim)`` (bi-encoder families only)."""
-        items = check_texts(texts, param="texts")
-        if not isinstance(self.family, Embedder):
-            raise InvalidInput(f"{self.info.name} is a {self.info.family}; embeddings need a bi-encoder model")
-        encoded = self._checked(self.family.encode_texts(items, role))
-        return self._run(encoded, CallOptions(), None).numpy()
+        return self.run(self.prepare_embed(texts, role)).numpy()
 
     def count_tokens(self, query: str, documents: Sequence[str]) -> list[int]:
         """Model tokens each (query, document) input uses after truncation."""
-        if isinstance(self.family, Embedder):
-            encoded = self.family.encode_texts([query, *documents], "document")
-            return [len(encoded[0]) + len(item) for item in encoded[1:]]
-        return [len(item) for item in self.family.encode_pairs(query, documents, CallOptions())]
+        return self.prepare_pairs([(query, d) for d in documents], ScoreOptions(truncate=True)).tokens
 
     async def arank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[RankedDocument]:
         return await asyncio.to_thread(self.rank, query, documents, top_n)
@@ -210,8 +249,43 @@ class Reranker:
     async def aembed(self, texts: Sequence[str], role: Role = "document") -> np.ndarray:
         return await asyncio.to_thread(self.embed, texts, role)
 
-    # ------------------------------------------------------------------ internals
-    def _call(self, instruction: str | None, cutoff_layers: Sequence[int] | None) -> CallOptions:
+    # ------------------------------------------------------------------ the two steps
+    def prepare_pairs(self, pairs: Sequence[tuple[str, str]], options: ScoreOptions = DEFAULT_OPTIONS) -> ScoringJob:
+        """Validate and encode (query, document) pairs; the job's rows are one score row per pair."""
+        checked = check_pairs(pairs)
+        options.check()
+        call = self.call_options(options.instruction, options.cutoff_layers)
+        groups: dict[str, list[int]] = {}
+        for position, (query, _) in enumerate(checked):
+            groups.setdefault(query, []).append(position)
+        if isinstance(self.family, Embedder):
+            return self._prepare_cosine(checked, groups, options)
+        return self._prepare_scored(checked, groups, options, call)
+
+    def prepare_embed(self, texts: Sequence[str], role: Role = "document") -> ScoringJob:
+        """Validate and encode texts for embedding (bi-encoders only); the job's rows are the vectors."""
+        items = check_texts(texts, param="texts")
+        if not isinstance(self.family, Embedder):
+            raise InvalidInput(f"{self.info.name} is a {self.info.family}; embeddings need a bi-encoder model")
+        encoded = self.family.encode_texts(items, role)
+        truncated = self._check_lengths(encoded, range(len(encoded)), self.truncate, param="texts")
+        warnings = describe_cut(truncated, chunked=False, limit=self.info.max_length, what="input")
+        return ScoringJob(encoded, "embed", CallOptions(), [len(e) for e in encoded], truncated, warnings, identity)
+
+    def run(self, job: ScoringJob, progress: Progress | None = None) -> torch.Tensor:
+        """Compute a job synchronously in token-budgeted batches; returns its rows ``(inputs, outputs)``."""
+        with self._lock:
+            forward = self._forward_fn(job.kind, job.call)
+            raw = run_planned(forward, job.items, self.family.limits, self.budget, progress)
+        return job.finish(raw)
+
+    def forward(self, batch: Sequence[Encoded], kind: Kind, call: CallOptions) -> torch.Tensor:
+        """One forward pass over a batch the caller has cut (the server's scheduler); raw outputs."""
+        with self._lock, torch.inference_mode():
+            return self._forward_fn(kind, call)(batch)
+
+    @staticmethod
+    def call_options(instruction: str | None, cutoff_layers: Sequence[int] | int | None) -> CallOptions:
         if instruction is not None and not isinstance(instruction, str):
             raise InvalidInput("instruction must be a string", param="instruction")
         layers = None
@@ -223,72 +297,122 @@ class Reranker:
             layers = tuple(sorted(set(cutoff_layers)))
         return CallOptions(instruction=instruction, cutoff_layers=layers)
 
-    def _rank_scores(
-        self, query: str, docs: list[str], call: CallOptions, progress: Progress | None
-    ) -> list[list[float]]:
-        if isinstance(self.family, Embedder):
-            return [[s] for s in self._cosine_pairs([(query, doc) for doc in docs], progress)]
-        encoded = self._checked(self.family.encode_pairs(query, docs, call))
-        return self._finish(self._run(encoded, call, progress))
-
-    def _encode_grouped(self, pairs: list[tuple[str, str]], call: CallOptions) -> list[Encoded]:
-        """Encode pairs one query at a time (families may share the query's prefix work)."""
-        assert isinstance(self.family, PairScorer)
-        groups: dict[str, list[int]] = {}
-        for position, (query, _) in enumerate(pairs):
-            groups.setdefault(query, []).append(position)
-        encoded: list[Encoded | None] = [None] * len(pairs)
-        for query, positions in groups.items():
-            items = self.family.encode_pairs(query, [pairs[p][1] for p in positions], call)
-            for position, item in zip(positions, items, strict=True):
-                encoded[position] = item
-        return self._checked([item for item in encoded if item is not None])
-
-    def _cosine_pairs(self, pairs: list[tuple[str, str]], progress: Progress | None) -> list[float]:
-        assert isinstance(self.family, Embedder)
-        queries = list(dict.fromkeys(query for query, _ in pairs))
-        docs = list(dict.fromkeys(doc for _, doc in pairs))
-        encoded = self._checked(self.family.encode_texts(queries, "query")) + self._checked(
-            self.family.encode_texts(docs, "document")
-        )
-        vectors = self._run(encoded, CallOptions(), progress)
-        q_index = {q: i for i, q in enumerate(queries)}
-        d_index = {d: len(queries) + i for i, d in enumerate(docs)}
-        rows = torch.tensor([q_index[q] for q, _ in pairs])
-        cols = torch.tensor([d_index[d] for _, d in pairs])
-        return (vectors[rows] * vectors[cols]).sum(dim=-1).tolist()
-
-    def _checked(self, encoded: list[Encoded]) -> list[Encoded]:
-        if not self.truncate:
-            limit = self.family.limits.max_length
-            for index, item in enumerate(encoded):
-                if item.truncated:
-                    raise InputTooLong(
-                        f"input {index} has {item.full_length} tokens, over the model's limit of {limit}; "
-                        "shorten it or enable truncation",
-                        index=index,
-                        tokens=item.full_length,
-                        limit=limit,
-                    )
-        return encoded
-
-    def _run(self, encoded: list[Encoded], call: CallOptions, progress: Progress | None) -> torch.Tensor:
+    # ------------------------------------------------------------------ internals
+    def _forward_fn(self, kind: Kind, call: CallOptions) -> Forward:
         family = self.family
-        if isinstance(family, Embedder):
-            forward = family.embed
+        if kind == "embed":
+            assert isinstance(family, Embedder)
+            return family.embed
+        assert isinstance(family, PairScorer)
+        return lambda batch: family.score(batch, call)
+
+    def _prepare_scored(
+        self, pairs: list[tuple[str, str]], groups: dict[str, list[int]], options: ScoreOptions, call: CallOptions
+    ) -> ScoringJob:
+        family = self.family
+        assert isinstance(family, PairScorer)
+        truncate = self.truncate if options.truncate is None else options.truncate
+        items: list[Encoded] = []
+        owners: list[int] = []
+        tokens = [0] * len(pairs)
+        cut: list[int] = []
+        for query, positions in groups.items():
+            docs = [pairs[p][1] for p in positions]
+            if options.reshapes_text:
+                overhead = len(family.encode_pairs(query, [""], call)[0])
+                splits = self._fit(docs, positions, options, overhead, truncate)
+                cut.extend(p for p, s in zip(positions, splits, strict=True) if s.dropped)
+                windows = [(p, text) for p, s in zip(positions, splits, strict=True) for text in s.windows]
+            else:
+                windows = list(zip(positions, docs, strict=True))
+            encoded = family.encode_pairs(query, [text for _, text in windows], call)
+            cut.extend(self._check_lengths(encoded, [p for p, _ in windows], truncate or options.chunked))
+            for (position, _), item in zip(windows, encoded, strict=True):
+                items.append(item)
+                owners.append(position)
+                tokens[position] += len(item)
+        normalize = self.normalize if options.normalize is None else options.normalize
+        squash = normalize and family.activation == "sigmoid"
+        finish = score_finisher(owners, len(pairs), squash)
+        cut = sorted(set(cut))
+        return ScoringJob(items, "score", call, tokens, cut, self._warnings(cut, options), finish)
+
+    def _prepare_cosine(
+        self, pairs: list[tuple[str, str]], groups: dict[str, list[int]], options: ScoreOptions
+    ) -> ScoringJob:
+        family = self.family
+        assert isinstance(family, Embedder)
+        truncate = self.truncate if options.truncate is None else options.truncate
+        queries = list(groups)
+        query_items = family.encode_texts(queries, "query")
+        cut = self._check_lengths(query_items, [groups[q][0] for q in queries], truncate)
+        docs = [doc for _, doc in pairs]
+        positions = list(range(len(pairs)))
+        if options.reshapes_text:
+            overhead = len(family.encode_texts([""], "document")[0])  # special tokens only
+            splits = self._fit(docs, positions, options, overhead, truncate)
         else:
+            splits = [Split((doc,), 0, 0) for doc in docs]
+        cut.extend(p for p, s in enumerate(splits) if s.dropped)
+        windows = [(p, text) for p, s in enumerate(splits) for text in s.windows]
+        doc_items = family.encode_texts([text for _, text in windows], "document")
+        cut.extend(self._check_lengths(doc_items, [p for p, _ in windows], truncate or options.chunked))
+        tokens = [0] * len(pairs)
+        query_of = {q: i for i, q in enumerate(queries)}
+        rows = [query_of[pairs[p][0]] for p, _ in windows]
+        for (position, _), item in zip(windows, doc_items, strict=True):
+            tokens[position] += len(item)
+        for query, members in groups.items():
+            for position in members:
+                tokens[position] += len(query_items[query_of[query]])
+        owners = [p for p, _ in windows]
+        finish = cosine_finisher(len(queries), rows, owners, len(pairs))
+        call = CallOptions()
+        cut = sorted(set(cut))
+        return ScoringJob(query_items + doc_items, "embed", call, tokens, cut, self._warnings(cut, options), finish)
 
-            def forward(batch: Sequence[Encoded]) -> torch.Tensor:
-                return family.score(batch, call)
+    def _fit(
+        self, docs: list[str], positions: Sequence[int], options: ScoreOptions, overhead: int, truncate: bool
+    ) -> list[Split]:
+        """Cut or split documents as text so that each piece fits the model next to its query."""
+        limit = self.info.max_length
+        if options.max_input_tokens is not None:
+            if options.max_input_tokens > limit:
+                raise InvalidInput(
+                    f"max_input_tokens={options.max_input_tokens} is over the model's limit of {limit}",
+                    param="truncate_prompt_tokens",
+                )
+            limit = options.max_input_tokens
+        splits = fit_documents(
+            backend_of(self.family),
+            docs,
+            limit - overhead,
+            chunked=options.chunked,
+            side=options.truncation_side,
+            max_tokens=options.max_tokens_per_doc,
+            max_chunks=options.max_chunks_per_doc,
+        )
+        if not truncate and not options.chunked:
+            for position, split in zip(positions, splits, strict=True):
+                if split.dropped:
+                    raise too_long(position, overhead + split.tokens, limit)
+        return splits
 
-        with self._lock:
-            return run_planned(forward, encoded, family.limits, self.budget, progress)
+    def _check_lengths(
+        self, encoded: Sequence[Encoded], positions: Sequence[int], truncate: bool, param: str = "documents"
+    ) -> list[int]:
+        """Positions of truncated inputs; with truncation off, the first one raises InputTooLong."""
+        cut = []
+        for position, item in zip(positions, encoded, strict=True):
+            if item.truncated:
+                if not truncate:
+                    raise too_long(position, item.full_length, self.family.limits.max_length, param)
+                cut.append(position)
+        return cut
 
-    def _finish(self, raw: torch.Tensor) -> list[list[float]]:
-        """Raw ``(n, outputs)`` scores -> rows of Python floats, normalised if asked."""
-        assert isinstance(self.family, PairScorer)
-        scores = raw.double().reshape(raw.shape[0], -1)
-        if self.normalize and self.family.activation == "sigmoid":
-            scores = torch.sigmoid(scores)
-        rows: list[list[float]] = scores.tolist()
-        return rows
+    def _warnings(self, cut: list[int], options: ScoreOptions) -> list[str]:
+        return describe_cut(cut, chunked=options.chunked, limit=self.input_limit(options))
+
+    def input_limit(self, options: ScoreOptions) -> int:
+        """Tokens one model input may have under ``options``."""
+        return options.max_input_tokens or self.info.max_length

@@ -3,31 +3,104 @@ which override the defaults. Read at start-up (``Settings()``), never at import.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Collection
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Several values in one env var: comma-separated, except routes, whose entries contain commas (";").
+Listed = Annotated[tuple[str, ...], NoDecode]
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RERANKD_", frozen=True, extra="forbid")
 
     # --- model loading (every command)
-    model: str = Field("all-MiniLM-L6-v2", description="folder, hub id, modelscope:<id> or packaged model")
-    family: str | None = Field(None, description="override family detection")
+    model: str = Field(default="all-MiniLM-L6-v2", description="folder, hub id, modelscope:<id> or packaged model")
+    family: str | None = Field(default=None, description="override family detection")
     device: str = "auto"
     dtype: str = "auto"
-    max_length: int | None = Field(None, ge=8)
+    max_length: int | None = Field(default=None, ge=8)
     normalize: bool = True
     trust_remote_code: bool = False
-    batch_tokens: int | None = Field(None, ge=16, description="padded tokens per forward pass")
-    max_batch_size: int | None = Field(None, ge=1)
+    batch_tokens: int | None = Field(default=None, ge=16, description="padded tokens per forward pass")
+    max_batch_size: int | None = Field(default=None, ge=1)
     truncation: Literal["flag", "longest_first"] = "flag"
 
+    # --- server (`rerankd serve`)
+    host: str = Field(default="127.0.0.1", description="interface to bind; 0.0.0.0 exposes the server to the network")
+    port: int = Field(default=8000, ge=0, le=65535)
+    models: Listed = Field(default=(), description="served models, `name=path` or `path` (default: `model`)")
+    routes: Listed = Field(default=(), description="weighted aliases, `alias=a:90,b:10` (env: `;`-separated)")
+    api_key: Listed = Field(default=(), repr=False, description="accepted Bearer keys (none: no authentication)")
+    cache: str = Field(default="memory", description="score cache: memory, none or a redis:// URL")
+    cache_size: int = Field(default=100_000, ge=1, description="entries of the in-memory score cache")
+    cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="lifetime of a Redis cache entry")
+    max_queue: int = Field(default=4096, ge=1, description="pairs waiting per model before requests get 429")
+    request_timeout_s: float = Field(default=60.0, gt=0, description="time limit of one request in the queue and model")
+    max_documents: int = Field(default=1000, ge=1, description="documents (pairs, texts) per request before 413")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="request body limit before 413")
+    retry_after_s: int = Field(default=1, ge=1, description="Retry-After of a 429")
+    drain_timeout_s: float = Field(default=30.0, ge=0, description="SIGTERM: how long in-flight requests may finish")
+    log_level: str = "info"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("models", "api_key", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _split_semicolons(cls, value: Any) -> Any:
+        return tuple(part.strip() for part in value.split(";") if part.strip()) if isinstance(value, str) else value
+
+    def served_models(self) -> list[tuple[str, str]]:
+        """(served name, model path or id) pairs; a bare path is served under its own name."""
+        specs = self.models or (self.model,)
+        out = []
+        for spec in specs:
+            name, sep, path = spec.partition("=")
+            name, path = (name.strip(), path.strip()) if sep else (spec.strip(), spec.strip())
+            if not name or not path:
+                raise ValueError(f"bad --model {spec!r}: use name=path or path")
+            out.append((name, path))
+        names = [name for name, _ in out]
+        if len(set(names)) != len(names):
+            raise ValueError(f"served model names must be unique, got {names}")
+        return out
+
+    def parsed_routes(self, served: Collection[str] | None = None) -> dict[str, list[tuple[str, float]]]:
+        """Aliases served by weighted models: ``main=a:90,b:10`` -> ``{"main": [("a", 90), ("b", 10)]}``."""
+        served = set(served) if served is not None else {name for name, _ in self.served_models()}
+        out: dict[str, list[tuple[str, float]]] = {}
+        for spec in self.routes:
+            alias, sep, targets = spec.partition("=")
+            alias = alias.strip()
+            if not sep or not alias or alias in served:
+                raise ValueError(f"bad --route {spec!r}: use alias=model:weight,... with a new alias name")
+            choices = []
+            for target in targets.split(","):
+                name, _, weight = target.strip().partition(":")
+                if name not in served:
+                    raise ValueError(f"--route {alias}: {name!r} is not a served model ({', '.join(sorted(served))})")
+                try:
+                    value = float(weight) if weight else 1.0
+                except ValueError:
+                    raise ValueError(f"--route {alias}: weight {weight!r} is not a number") from None
+                if value < 0:
+                    raise ValueError(f"--route {alias}: weights must be >= 0")
+                choices.append((name, value))
+            if sum(w for _, w in choices) <= 0:
+                raise ValueError(f"--route {alias}: at least one weight must be positive")
+            out[alias] = choices
+        return out
+
     def with_overrides(self, **flags: Any) -> Settings:
-        """A copy with every flag that was given (not None) applied."""
+        """A validated copy with every flag that was given (not None) applied."""
         given = {key: value for key, value in flags.items() if value is not None}
-        return self.model_copy(update=given) if given else self
+        return type(self)(**{**self.model_dump(), **given}) if given else self
 
     def reranker_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`rerankd.Reranker.from_pretrained`."""

@@ -1,0 +1,101 @@
+"""``rerankd serve``: the HTTP server (see docs/api.md). Every flag has a ``RERANKD_*`` env var twin."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from rerankd.cli.app import DeviceOpt, DtypeOpt, FamilyOpt, MaxLenOpt, RemoteOpt, app, fail, make_settings
+
+ListOpt = list[str] | None
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        ListOpt,
+        typer.Option("--model", "-m", help="Model to serve, `name=path` or `path`; repeatable (env RERANKD_MODELS)."),
+    ] = None,
+    route: Annotated[
+        ListOpt, typer.Option("--route", help="A/B alias over served models, e.g. `main=a:90,b:10`; repeatable.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1; 0.0.0.0 for all).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000; 0 picks a free one).")] = None,
+    api_key: Annotated[
+        ListOpt,
+        typer.Option("--api-key", help="Accepted Bearer key; repeatable (env RERANKD_API_KEY)."),
+    ] = None,
+    cache: Annotated[str | None, typer.Option(help="Score cache: memory, none or redis://host:port/db.")] = None,
+    cache_size: Annotated[int | None, typer.Option(help="Entries of the in-memory score cache.")] = None,
+    max_queue: Annotated[int | None, typer.Option(help="Pairs waiting per model before 429.")] = None,
+    request_timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds one request may take.")] = None,
+    max_documents: Annotated[int | None, typer.Option(help="Documents per request before 413.")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="Request body limit in bytes before 413.")] = None,
+    drain_timeout: Annotated[float | None, typer.Option(help="SIGTERM: seconds in-flight requests may finish.")] = None,
+    batch_tokens: Annotated[int | None, typer.Option(help="Padded tokens per forward pass.")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="Rows per forward pass.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Raw logits by default instead of normalised scores.")] = False,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    log_format: Annotated[str | None, typer.Option(help="json (default) or text.")] = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    max_length: MaxLenOpt = None,
+    family: FamilyOpt = None,
+    trust_remote_code: RemoteOpt = None,
+) -> None:
+    """Serve rerankers over HTTP: Cohere (v1, v2), Jina, TEI, vLLM, Infinity and OpenAI embeddings dialects."""
+    settings = make_settings(
+        models=model or None,
+        routes=route or None,
+        host=host,
+        port=port,
+        api_key=api_key or None,
+        cache=cache,
+        cache_size=cache_size,
+        max_queue=max_queue,
+        request_timeout_s=request_timeout,
+        max_documents=max_documents,
+        max_body_bytes=max_body_bytes,
+        drain_timeout_s=drain_timeout,
+        batch_tokens=batch_tokens,
+        max_batch_size=max_batch_size,
+        normalize=False if raw else None,
+        log_level=log_level,
+        log_format=log_format,
+        device=device,
+        dtype=dtype,
+        max_length=max_length,
+        family=family,
+        trust_remote_code=trust_remote_code,
+    )
+    import uvicorn
+
+    from rerankd.cli.app import quiet_libraries
+    from rerankd.server import create_app
+    from rerankd.server.logs import configure_logging
+
+    quiet_libraries()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        application = create_app(settings)
+    except ValueError as exc:
+        fail(str(exc))
+    # uvicorn drains on SIGTERM, then re-raises it under the handler that was installed before it started:
+    # this one, so a drained shutdown exits with status 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        server_header=False,
+    )
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)

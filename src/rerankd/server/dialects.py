@@ -1,0 +1,228 @@
+"""Translations between each client dialect and the engine: request bodies -> (pairs, ScoreOptions),
+engine results -> response bodies. Pure functions; the routes glue them to the engine."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import torch
+
+from rerankd.errors import InvalidInput
+from rerankd.jobs import ScoreOptions
+from rerankd.server import schemas as s
+from rerankd.server.engine import PairScores
+from rerankd.validation import check_query, check_texts
+
+PREDICT_LABEL = "LABEL_0"  # a reranker's one output, as TEI names a single-label classifier's output
+
+
+def _normalize_flag(raw_scores: bool, use_activation: bool | None) -> bool | None:
+    """``None`` keeps the server's setting; raw_scores / use_activation=false ask for logits."""
+    if raw_scores:
+        return False
+    return use_activation
+
+
+def _side(direction: str | None) -> str:
+    return (direction or "right").lower()
+
+
+def rerank_options(body: s.RerankRequest) -> ScoreOptions:
+    cap = body.truncate_prompt_tokens
+    return ScoreOptions(
+        instruction=body.instruction,
+        normalize=_normalize_flag(body.raw_scores, body.use_activation),
+        truncate=True if cap is not None else body.truncate,
+        truncation_side=_side(body.truncation_direction),  # type: ignore[arg-type]
+        max_tokens_per_doc=body.max_tokens_per_doc,
+        max_chunks_per_doc=body.max_chunks_per_doc,
+        max_input_tokens=cap if cap is not None and cap > 0 else None,
+    )
+
+
+def tei_options(body: s.TEIRerankRequest | s.PredictRequest) -> ScoreOptions:
+    return ScoreOptions(
+        normalize=False if body.raw_scores else None,
+        truncate=body.truncate,
+        truncation_side=_side(body.truncation_direction),  # type: ignore[arg-type]
+    )
+
+
+def v2_options(body: s.V2RerankRequest) -> ScoreOptions:
+    return ScoreOptions(max_tokens_per_doc=body.max_tokens_per_doc)
+
+
+def score_options(body: s.ScoreRequest) -> ScoreOptions:
+    cap = body.truncate_prompt_tokens
+    activation = body.use_activation if body.use_activation is not None else body.activation
+    return ScoreOptions(
+        instruction=body.instruction,
+        normalize=_normalize_flag(body.raw_scores, activation),
+        truncate=True if cap is not None else None,
+        truncation_side=_side(body.truncation_side),  # type: ignore[arg-type]
+        max_input_tokens=cap if cap is not None and cap > 0 else None,
+    )
+
+
+def _field_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def document_texts(documents: list[s.DocumentIn], rank_fields: list[str] | None, param: str = "documents") -> list[str]:
+    """The text each document is ranked by: a string itself, or an object's ``rank_fields`` (default
+    ``text``); several fields are joined as ``field: value`` lines."""
+    fields = rank_fields or ["text"]
+    texts = []
+    for index, document in enumerate(documents):
+        if isinstance(document, str):
+            texts.append(document)
+            continue
+        missing = [field for field in fields if field not in document]
+        if missing:
+            raise InvalidInput(f"{param}[{index}] has no field {missing[0]!r}; set rank_fields", param=param)
+        if len(fields) == 1:
+            texts.append(_field_text(document[fields[0]]))
+        else:
+            texts.append("\n".join(f"{field}: {_field_text(document[field])}" for field in fields))
+    return texts
+
+
+def rank_pairs(query: str, documents: list[str], param: str = "documents") -> list[tuple[str, str]]:
+    check_query(query)
+    check_texts(documents, param=param)
+    return [(query, document) for document in documents]
+
+
+def ranked_order(scores: PairScores, top_n: int | None) -> list[int]:
+    """Document indices best first (ties keep input order), cut to ``top_n`` (None or 0: all)."""
+    primary = [row[-1] for row in scores.rows]
+    order = sorted(range(len(primary)), key=lambda i: -primary[i])
+    return order[:top_n] if top_n else order
+
+
+def _meta(scores: PairScores, version: str, n_documents: int) -> s.Meta:
+    tokens = sum(scores.tokens)
+    return s.Meta(
+        api_version=s.ApiVersion(version=version),
+        billed_units=s.BilledUnits(search_units=max(1, math.ceil(n_documents / 100))),
+        tokens=s.MetaTokens(input_tokens=tokens, output_tokens=0),
+        warnings=scores.warnings(),
+    )
+
+
+def rerank_response(
+    scores: PairScores, order: list[int], documents: list[s.DocumentIn], return_documents: bool, version: str
+) -> s.RerankResponse:
+    results = []
+    for index in order:
+        document = documents[index] if return_documents else None
+        shown = {"text": document} if isinstance(document, str) else document
+        results.append(s.RerankResult(index=index, relevance_score=scores.rows[index][-1], document=shown))
+    tokens = sum(scores.tokens)
+    return s.RerankResponse(
+        id=f"rerank-{uuid.uuid4()}",
+        model=scores.model,
+        results=results,
+        usage=s.Usage(prompt_tokens=tokens, total_tokens=tokens),
+        meta=_meta(scores, version, len(documents)),
+    )
+
+
+def v2_response(scores: PairScores, order: list[int], n_documents: int) -> s.V2RerankResponse:
+    results = [s.V2RerankResult(index=i, relevance_score=scores.rows[i][-1]) for i in order]
+    return s.V2RerankResponse(
+        id=str(uuid.uuid4()), model=scores.model, results=results, meta=_meta(scores, "2", n_documents)
+    )
+
+
+def tei_response(scores: PairScores, order: list[int], texts: list[str], return_text: bool) -> s.TEIRerankResponse:
+    ranks = [s.TEIRank(index=i, score=scores.rows[i][-1], text=texts[i] if return_text else None) for i in order]
+    return s.TEIRerankResponse(ranks)
+
+
+def score_request_pairs(body: s.ScoreRequest) -> list[tuple[str, str]]:
+    """vLLM's field pairs; one query against N documents (1:1, 1:N) or N queries against N (pairwise)."""
+    for first, second in (("text_1", "text_2"), ("queries", "documents"), ("queries", "items"), ("data_1", "data_2")):
+        left, right = getattr(body, first), getattr(body, second)
+        if left is not None and right is not None:
+            break
+    else:
+        raise InvalidInput(
+            "give text_1 and text_2 (or queries/documents, queries/items, data_1/data_2)", param="text_1"
+        )
+    lefts = [left] if isinstance(left, str) else list(left)
+    rights = [right] if isinstance(right, str) else list(right)
+    if not lefts or not rights:
+        raise InvalidInput(f"{first if not lefts else second} must not be empty", param=first if not lefts else second)
+    if len(lefts) == 1:
+        return [(lefts[0], r) for r in rights]
+    if len(lefts) != len(rights):
+        raise InvalidInput(
+            f"{first} has {len(lefts)} texts and {second} has {len(rights)}: give one {first} text, or as many as "
+            f"{second}",
+            param=first,
+        )
+    return list(zip(lefts, rights, strict=True))
+
+
+def score_response(scores: PairScores) -> s.ScoreResponse:
+    tokens = sum(scores.tokens)
+    data = [s.ScoreData(index=i, score=row[-1]) for i, row in enumerate(scores.rows)]
+    usage = s.ScoreUsage(prompt_tokens=tokens, total_tokens=tokens)
+    return s.ScoreResponse(
+        id=f"score-{uuid.uuid4().hex}", created=int(time.time()), model=scores.model, data=data, usage=usage
+    )
+
+
+def predict_pairs(inputs: list[str] | list[list[str]] | str) -> tuple[list[tuple[str, str]], bool]:
+    """(pairs, single) from TEI's ``inputs``: one [query, document] pair or a batch of them."""
+    if isinstance(inputs, list) and len(inputs) == 2 and all(isinstance(x, str) for x in inputs):
+        return [(str(inputs[0]), str(inputs[1]))], True
+    if isinstance(inputs, list) and inputs and all(isinstance(x, list) for x in inputs):
+        pairs = []
+        for index, item in enumerate(inputs):
+            if not isinstance(item, list) or len(item) != 2:
+                raise InvalidInput(f"inputs[{index}] must be a [query, document] pair", param="inputs")
+            pairs.append((item[0], item[1]))
+        return pairs, False
+    if isinstance(inputs, list) and not inputs:
+        raise InvalidInput("inputs must not be empty", param="inputs")
+    raise InvalidInput("/predict scores [query, document] pairs; a single text has nothing to rank", param="inputs")
+
+
+def predict_response(scores: PairScores, single: bool) -> s.PredictResponse:
+    rows = [[s.Prediction(score=row[-1], label=PREDICT_LABEL)] for row in scores.rows]
+    return s.PredictResponse(rows[0] if single else rows)
+
+
+def embedding_texts(body: s.EmbeddingRequest) -> list[str]:
+    return check_texts([body.input] if isinstance(body.input, str) else body.input, param="input")
+
+
+def embedding_response(
+    model: str, vectors: torch.Tensor, tokens: list[int], body: s.EmbeddingRequest
+) -> s.EmbeddingResponse:
+    matrix = vectors.float().numpy()
+    if body.dimensions is not None:
+        if body.dimensions > matrix.shape[1]:
+            raise InvalidInput(
+                f"dimensions={body.dimensions} is over the model's {matrix.shape[1]}", param="dimensions"
+            )
+        matrix = matrix[:, : body.dimensions]
+        matrix = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    data = []
+    for index, vector in enumerate(matrix):
+        encoded: list[float] | str
+        if body.encoding_format == "base64":
+            encoded = base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+        else:
+            encoded = vector.tolist()
+        data.append(s.Embedding(index=index, embedding=encoded))
+    total = sum(tokens)
+    return s.EmbeddingResponse(data=data, model=model, usage=s.Usage(prompt_tokens=total, total_tokens=total))

@@ -1,0 +1,194 @@
+"""The served models of one process and the dialect-free operations the routes call.
+
+An :class:`Engine` loads the models (in the background, so ``/ready`` can say "not yet"), gives each one a
+:class:`~rerankd.runtime.scheduler.Scheduler`, resolves request model names (served names and weighted A/B
+aliases), and scores pairs through the score cache: cached pairs are answered at once, the others are
+encoded by the :class:`~rerankd.Reranker`, batched with other requests' pairs by the scheduler, and read by
+the same ``finish`` step the library uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Literal, cast
+
+import torch
+
+from rerankd.cache import CachedScore, NoCache, ScoreCache, score_key, settings_digest
+from rerankd.errors import ModelNotFound, NotReady
+from rerankd.families.base import CallOptions, Encoded
+from rerankd.jobs import Kind, ScoreOptions, describe_cut
+from rerankd.reranker import Reranker
+from rerankd.runtime.scheduler import Scheduler, SchedulerConfig
+from rerankd.server.errors import PayloadTooLarge
+from rerankd.server.metrics import Metrics
+from rerankd.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+State = Literal["loading", "ready", "failed", "draining"]
+
+
+@dataclass
+class ServedModel:
+    name: str
+    reranker: Reranker
+    scheduler: Scheduler
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class PairScores:
+    """Scores of a request's pairs, in request order, and what the response must report about them."""
+
+    model: str
+    rows: list[tuple[float, ...]]
+    tokens: list[int]
+    cut: list[int]
+    chunked: bool
+    limit: int
+
+    def warnings(self, what: str = "document") -> list[str]:
+        return describe_cut(self.cut, chunked=self.chunked, limit=self.limit, what=what)
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        cache: ScoreCache | None = None,
+        preloaded: dict[str, Reranker] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.cache: ScoreCache = cache if cache is not None else NoCache()
+        self.preloaded = preloaded
+        names = list(preloaded) if preloaded else [name for name, _ in settings.served_models()]
+        self.routes = settings.parsed_routes(names)
+        self.models: dict[str, ServedModel] = {}
+        self.state: State = "loading"
+        self.failure: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Load every model (off the event loop) and start its scheduler; failures leave the state "failed"."""
+        try:
+            if self.preloaded:
+                for name, reranker in self.preloaded.items():
+                    self._serve(name, reranker)
+            else:
+                kwargs = self.settings.reranker_kwargs()
+                for name, path in self.settings.served_models():
+                    reranker = await asyncio.to_thread(Reranker.from_pretrained, path, **kwargs)
+                    self._serve(name, reranker)
+        except Exception as exc:  # any load failure: the server stays up to say so on /ready and /health
+            logger.exception("model loading failed")
+            self.state, self.failure = "failed", f"model loading failed: {type(exc).__name__}: {exc}"
+            return
+        self.state = "ready"
+        logger.info("ready: serving %s", ", ".join(self.models))
+
+    async def stop(self) -> None:
+        self.state = "draining"
+        await asyncio.gather(*(m.scheduler.close(self.settings.drain_timeout_s) for m in self.models.values()))
+        await self.cache.close()
+
+    def _serve(self, name: str, reranker: Reranker) -> None:
+        def forward(batch: Sequence[Encoded], key: Hashable) -> torch.Tensor:
+            kind, call = cast(tuple[Kind, CallOptions], key)  # the ScoringJob.key of the batch's requests
+            return reranker.forward(batch, kind, call)
+
+        config = SchedulerConfig(
+            budget=reranker.budget,
+            limits=reranker.family.limits,
+            max_queued_items=self.settings.max_queue,
+            timeout_s=self.settings.request_timeout_s,
+            retry_after_s=float(self.settings.retry_after_s),
+        )
+        scheduler = Scheduler(forward, config, observer=self.metrics.observer(name), name=name)
+        scheduler.start()
+        info = reranker.info
+        fingerprint = settings_digest(info.path, info.family, info.max_length, info.dtype, self.settings.truncation)
+        self.models[name] = ServedModel(name, reranker, scheduler, fingerprint)
+
+    # ------------------------------------------------------------------ resolution and limits
+    def resolve(self, name: str | None) -> ServedModel:
+        """The model a request names: a served name, an A/B alias (weighted draw) or, if none, the first."""
+        if self.state != "ready":
+            raise NotReady(self.failure or ("the server is shutting down" if self.state == "draining" else
+                                             "the model is still loading; retry shortly"))  # fmt: skip
+        if not name:
+            return next(iter(self.models.values()))
+        if name in self.models:
+            return self.models[name]
+        if name in self.routes:
+            names, weights = zip(*self.routes[name], strict=True)
+            return self.models[random.choices(names, weights=weights)[0]]
+        served = ", ".join([*self.models, *self.routes])
+        raise ModelNotFound(f"model {name!r} is not served here; served models: {served}", param="model")
+
+    def check_count(self, n: int, what: str = "documents") -> None:
+        limit = self.settings.max_documents
+        if n > limit:
+            raise PayloadTooLarge(f"too many {what}: {n}, the limit is {limit} per request", param=what)
+
+    # ------------------------------------------------------------------ operations
+    async def score_pairs(
+        self, served: ServedModel, pairs: list[tuple[str, str]], options: ScoreOptions, priority: int = 0
+    ) -> PairScores:
+        """Score pairs through the cache and the scheduler; rows follow ``pairs``."""
+        self.check_count(len(pairs))
+        reranker = served.reranker
+        options = dataclasses.replace(
+            options,
+            normalize=reranker.normalize if options.normalize is None else options.normalize,
+            truncate=reranker.truncate if options.truncate is None else options.truncate,
+        )
+        use_cache = not isinstance(self.cache, NoCache)
+        settings = settings_digest(served.fingerprint, options) if use_cache else ""
+        keys = [score_key(settings, q, d) for q, d in pairs] if use_cache else []
+        cached = await self.cache.get_many(keys) if use_cache else [None] * len(pairs)
+        rows: list[tuple[float, ...]] = [()] * len(pairs)
+        tokens = [0] * len(pairs)
+        cut: set[int] = set()
+        for position, hit in enumerate(cached):
+            if hit is not None:
+                rows[position], tokens[position] = hit.row, hit.tokens
+                if hit.cut:
+                    cut.add(position)
+        misses = [position for position, hit in enumerate(cached) if hit is None]
+        if use_cache:
+            self.metrics.cache_hits.labels(served.name).inc(len(pairs) - len(misses))
+            self.metrics.cache_misses.labels(served.name).inc(len(misses))
+        if misses:
+            job = await asyncio.to_thread(reranker.prepare_pairs, [pairs[p] for p in misses], options)
+            table: list[list[float]] = job.finish(await self._run(served, job.items, job.key, priority)).tolist()
+            job_cut = set(job.cut)
+            entries = []
+            for j, position in enumerate(misses):
+                rows[position], tokens[position] = tuple(table[j]), job.tokens[j]
+                if j in job_cut:
+                    cut.add(position)
+                if use_cache:
+                    entries.append((keys[position], CachedScore(rows[position], tokens[position], j in job_cut)))
+            await self.cache.set_many(entries)
+        return PairScores(served.name, rows, tokens, sorted(cut), options.chunked, reranker.input_limit(options))
+
+    async def embed(self, served: ServedModel, texts: list[str]) -> tuple[torch.Tensor, list[int]]:
+        """Embeddings of ``texts`` (bi-encoder models) and the tokens each used."""
+        self.check_count(len(texts), "inputs")
+        job = await asyncio.to_thread(served.reranker.prepare_embed, texts, "document")
+        return job.finish(await self._run(served, job.items, job.key, 0)), job.tokens
+
+    async def _run(
+        self, served: ServedModel, items: list[Encoded], key: tuple[Kind, CallOptions], priority: int
+    ) -> torch.Tensor:
+        raw = await served.scheduler.submit(items, key, priority=priority)
+        self.metrics.scored_pairs.labels(served.name).inc(len(items))
+        return raw

@@ -1,0 +1,134 @@
+"""The outermost ASGI layer: request ids, the payload limit, request metrics, access logs and 500s.
+
+Pure ASGI (no ``BaseHTTPMiddleware``), so a client disconnect still reaches the route, which uses it to
+drop the request's queued pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rerankd.server.errors import internal_error_body, plain_error_body
+from rerankd.server.logs import request_id_var
+from rerankd.server.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("rerankd.access")
+
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_QUIET_PATHS = {"/health", "/ready", "/metrics"}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, REQUEST_ID_HEADER.encode())
+        request_id = incoming if incoming and _VALID_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        response: dict[str, Any] = {"status": 500, "started": False}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                response["status"], response["started"] = message["status"], True
+                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
+            await send(message)
+
+        try:
+            replay = await self._buffered(scope, receive, send_with_id, request_id)
+            if replay is not None:
+                await self.app(scope, replay, send_with_id)
+        except Exception:  # the one place unexpected errors end: log the traceback, answer generically
+            logger.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
+            if not response["started"]:
+                await _send_json(send_with_id, 500, internal_error_body(request_id))
+        finally:
+            self._record(scope, response["status"], time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    async def _buffered(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> Receive | None:
+        """Read the body under the payload limit and replay it to the app; None when answered (413) or gone."""
+        if scope.get("method") not in ("POST", "PUT", "PATCH"):
+            return receive
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._too_large(send, request_id)
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await self._too_large(send, request_id)
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the client to disconnect
+
+        return replay
+
+    async def _too_large(self, send: Send, request_id: str) -> None:
+        message = f"request body over the payload limit of {self.max_body_bytes} bytes"
+        body = plain_error_body(
+            message, error_type="invalid_request_error", code="payload_too_large", request_id=request_id
+        )
+        await _send_json(send, 413, body)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        path = getattr(route, "path", None) or "unmatched"
+        self.metrics.requests.labels(path, str(status)).inc()
+        self.metrics.latency.labels(path).observe(seconds)
+        level = logging.DEBUG if scope.get("path") in _QUIET_PATHS else logging.INFO
+        access_logger.log(
+            level,
+            "%s %s %d %.1f ms",
+            scope.get("method"),
+            scope.get("path"),
+            status,
+            seconds * 1000,
+            extra={"method": scope.get("method"), "path": scope.get("path"), "status": status,
+                   "duration_ms": round(seconds * 1000, 2)},
+        )  # fmt: skip
+
+
+async def _send_json(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

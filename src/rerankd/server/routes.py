@@ -1,0 +1,174 @@
+"""Thin route handlers: parse a dialect, call the engine, present the result in that dialect.
+
+Errors are raised as typed exceptions and turned into responses in :mod:`rerankd.server.errors`. Every
+scoring handler runs its work under :func:`until_disconnected`, so a client that goes away has its
+queued pairs dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Literal, TypeVar
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from rerankd.errors import InvalidInput, NotReady
+from rerankd.jobs import ScoreOptions
+from rerankd.server import dialects as d
+from rerankd.server import schemas as s
+from rerankd.server.auth import require_api_key
+from rerankd.server.engine import Engine, PairScores
+from rerankd.server.errors import ClientGone
+
+T = TypeVar("T")
+
+api = APIRouter(dependencies=[Depends(require_api_key)])
+ops = APIRouter()
+
+
+def engine_of(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def respond(body: BaseModel) -> Response:
+    """JSON of a response model; unset optional fields (e.g. ``document``) are omitted, never null."""
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True))
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    try:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # a transport that cannot report disconnects: never cancel the work because of it
+        await asyncio.Event().wait()
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, or ClientGone (and ``work`` cancelled) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this handler itself was cancelled: take the work down with it
+        watcher.cancel()
+        task.cancel()
+        raise
+    watcher.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise ClientGone
+    return task.result()
+
+
+async def _scored(
+    request: Request, model: str | None, pairs: list[tuple[str, str]], options: ScoreOptions, priority: int = 0
+) -> PairScores:
+    engine = engine_of(request)
+    served = engine.resolve(model)
+    return await until_disconnected(request, engine.score_pairs(served, pairs, options, priority))
+
+
+# ---------------------------------------------------------------------------------------------- rerank
+@api.post("/rerank", response_model=s.RerankResponse | s.TEIRerankResponse, summary="Rerank (Cohere v1/Jina/TEI)")
+@api.post("/v1/rerank", response_model=s.RerankResponse, summary="Rerank (Cohere v1, Jina, vLLM, Infinity)")
+async def rerank(request: Request, body: s.AnyRerankRequest) -> Response:
+    """Documents sorted by relevance to the query. A body with ``texts`` is TEI's dialect (bare-array answer)."""
+    if isinstance(body, s.TEIRerankRequest):
+        request.state.dialect = "tei"
+        pairs = d.rank_pairs(body.query, body.texts, param="texts")
+        scores = await _scored(request, body.model, pairs, d.tei_options(body))
+        return respond(d.tei_response(scores, d.ranked_order(scores, None), body.texts, body.return_text))
+    texts = d.document_texts(body.documents, body.rank_fields)
+    pairs = d.rank_pairs(body.query, texts)
+    scores = await _scored(request, body.model, pairs, d.rerank_options(body), body.priority)
+    order = d.ranked_order(scores, body.top_n)
+    return_documents = body.return_documents is not False
+    return respond(d.rerank_response(scores, order, body.documents, return_documents, version="1"))
+
+
+@api.post("/v2/rerank", response_model=s.V2RerankResponse, summary="Rerank (Cohere v2)")
+async def rerank_v2(request: Request, body: s.V2RerankRequest) -> Response:
+    """Cohere v2: strict fields (unknown ones are a 422), documents are never returned."""
+    pairs = d.rank_pairs(body.query, body.documents)
+    scores = await _scored(request, body.model, pairs, d.v2_options(body), body.priority or 0)
+    return respond(d.v2_response(scores, d.ranked_order(scores, body.top_n), len(body.documents)))
+
+
+# ---------------------------------------------------------------------------------------------- score / predict
+@api.post("/score", response_model=s.ScoreResponse, summary="Score pairs (vLLM)")
+@api.post("/v1/score", response_model=s.ScoreResponse, summary="Score pairs (vLLM)")
+async def score(request: Request, body: s.ScoreRequest) -> Response:
+    """One score per pair: text_1/text_2 (or queries/documents, queries/items, data_1/data_2), 1:1, 1:N, N:N."""
+    pairs = d.score_request_pairs(body)
+    scores = await _scored(request, body.model, pairs, d.score_options(body), body.priority)
+    return respond(d.score_response(scores))
+
+
+@api.post("/predict", response_model=s.PredictResponse, summary="Score pairs (TEI)")
+async def predict(request: Request, body: s.PredictRequest) -> Response:
+    """TEI's predict: ``{"inputs": [query, document]}`` or a batch of such pairs."""
+    request.state.dialect = "tei"
+    pairs, single = d.predict_pairs(body.inputs)
+    scores = await _scored(request, body.model, pairs, d.tei_options(body))
+    return respond(d.predict_response(scores, single))
+
+
+# ---------------------------------------------------------------------------------------------- embeddings
+@api.post("/v1/embeddings", response_model=s.EmbeddingResponse, summary="Embeddings (OpenAI)")
+async def embeddings(request: Request, body: s.EmbeddingRequest) -> Response:
+    """L2-normalised embeddings of bi-encoder models; ``encoding_format`` float or base64 (little-endian
+    float32)."""
+    texts = d.embedding_texts(body)
+    engine = engine_of(request)
+    served = engine.resolve(body.model)
+    if not served.reranker.is_embedder:
+        raise InvalidInput(
+            f"{served.name} is a {served.reranker.info.family}; /v1/embeddings needs a bi-encoder model", param="model"
+        )
+    vectors, tokens = await until_disconnected(request, engine.embed(served, texts))
+    return respond(d.embedding_response(served.name, vectors, tokens, body))
+
+
+@api.get("/v1/models", response_model=s.ModelList, summary="Served models (OpenAI)")
+async def models(request: Request) -> Response:
+    engine = engine_of(request)
+    created = int(request.app.state.started_at)
+    cards = []
+    for name, served in engine.models.items():
+        info = served.reranker.info
+        kind: Literal["embedder", "reranker"] = "embedder" if served.reranker.is_embedder else "reranker"
+        cards.append(
+            s.ModelCard(id=name, created=created, kind=kind, family=info.family, max_length=info.max_length,
+                        device=info.device, dtype=info.dtype)
+        )  # fmt: skip
+    for alias, targets in engine.routes.items():
+        cards.append(s.ModelCard(id=alias, created=created, kind="route", routes_to=dict(targets)))
+    return respond(s.ModelList(data=cards))
+
+
+# ---------------------------------------------------------------------------------------------- operations
+@ops.get("/health", response_model=s.Health, summary="Liveness")
+async def health(request: Request) -> Response:
+    engine = engine_of(request)
+    if engine.state == "failed":
+        raise NotReady(engine.failure or "model loading failed")
+    return respond(s.Health(status="ok", models=list(engine.models)))
+
+
+@ops.get("/ready", response_model=s.Health, summary="Readiness: every model loaded, not shutting down")
+async def ready(request: Request) -> Response:
+    engine = engine_of(request)
+    if engine.state != "ready":
+        raise NotReady(engine.failure or f"not ready: {engine.state}")
+    return respond(s.Health(status="ready", models=list(engine.models)))
+
+
+@ops.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    body = request.app.state.metrics.render()
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

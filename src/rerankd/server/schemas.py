@@ -1,0 +1,289 @@
+"""Every HTTP body of every dialect, in one module (requests, responses, errors).
+
+Requests ignore fields they do not know (clients send extras such as vLLM's ``mm_processor_kwargs``), except
+Cohere v2 rerank, which rejects them with 422 as Cohere does. Responses forbid extras, so the tests that
+validate bodies with these models catch any drift. Field names follow each client SDK exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag
+
+DocumentIn = str | dict[str, Any]
+TextOrTexts = str | list[str]
+Direction = Literal["right", "left", "Right", "Left"]
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class StrictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ResponseModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------------------------------------- rerank
+class RerankRequest(RequestModel):
+    """Cohere v1, Jina, vLLM and Infinity rerank requests (one union of their fields)."""
+
+    model: str | None = None
+    query: str
+    documents: list[DocumentIn]
+    top_n: int | None = Field(None, ge=0, validation_alias=AliasChoices("top_n", "top_k"))
+    return_documents: bool | None = None
+    rank_fields: list[str] | None = None
+    max_tokens_per_doc: int | None = Field(None, ge=1)
+    max_chunks_per_doc: int | None = Field(None, ge=1)
+    truncate: bool | None = None
+    truncation_direction: Direction | None = Field(
+        None, validation_alias=AliasChoices("truncation_direction", "truncation_side")
+    )
+    truncate_prompt_tokens: int | None = Field(None, ge=-1)
+    raw_scores: bool = False
+    use_activation: bool | None = None
+    instruction: str | None = None
+    priority: int = 0
+
+
+class TEIRerankRequest(RequestModel):
+    """text-embeddings-inference's rerank request (``texts`` instead of ``documents``)."""
+
+    model: str | None = None
+    query: str
+    texts: list[str]
+    truncate: bool | None = None
+    truncation_direction: Direction | None = None
+    raw_scores: bool = False
+    return_text: bool = False
+
+
+def _rerank_dialect(value: Any) -> str:
+    """TEI bodies have ``texts`` where every other dialect has ``documents``."""
+    if isinstance(value, dict):
+        return "tei" if "texts" in value and "documents" not in value else "cohere"
+    return "tei" if isinstance(value, TEIRerankRequest) else "cohere"
+
+
+# /rerank's body: validated as one dialect only, so a schema error names that dialect's fields.
+AnyRerankRequest = Annotated[
+    Annotated[RerankRequest, Tag("cohere")] | Annotated[TEIRerankRequest, Tag("tei")],
+    Discriminator(_rerank_dialect),
+]
+DIALECT_TAGS = ("cohere", "tei")
+
+
+class RelevantSpans(StrictRequest):
+    mode: Literal["enabled", "disabled"]
+    threshold: float | None = None
+    max_spans: int | None = None
+
+
+class V2RerankRequest(StrictRequest):
+    """Cohere v2 rerank: exactly the fields of the Cohere SDK; anything else is a 422."""
+
+    model: str | None = None
+    query: str
+    documents: list[str]
+    top_n: int | None = Field(None, ge=0)
+    max_tokens_per_doc: int | None = Field(None, ge=1)
+    relevant_spans: RelevantSpans | None = None
+    priority: int | None = None
+
+
+class RerankResult(ResponseModel):
+    index: int
+    relevance_score: float
+    document: dict[str, Any] | None = None
+
+
+class V2RerankResult(ResponseModel):
+    index: int
+    relevance_score: float
+
+
+class Usage(ResponseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class ApiVersion(ResponseModel):
+    version: str
+
+
+class BilledUnits(ResponseModel):
+    search_units: int
+
+
+class MetaTokens(ResponseModel):
+    input_tokens: int
+    output_tokens: int = 0
+
+
+class Meta(ResponseModel):
+    api_version: ApiVersion
+    billed_units: BilledUnits
+    tokens: MetaTokens
+    warnings: list[str] = Field(default_factory=list)
+
+
+class RerankResponse(ResponseModel):
+    id: str
+    object: Literal["rerank"] = "rerank"
+    model: str
+    results: list[RerankResult]
+    usage: Usage
+    meta: Meta
+
+
+class V2RerankResponse(ResponseModel):
+    id: str
+    model: str
+    results: list[V2RerankResult]
+    meta: Meta
+
+
+class TEIRank(ResponseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+class TEIRerankResponse(RootModel[list[TEIRank]]):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------- score / predict
+class ScoreRequest(RequestModel):
+    """vLLM's score request: one of the field pairs text_1/text_2, queries/documents, queries/items,
+    data_1/data_2; each side a string or a list (1:1, 1:N or N:N)."""
+
+    model: str | None = None
+    text_1: TextOrTexts | None = None
+    text_2: TextOrTexts | None = None
+    queries: TextOrTexts | None = None
+    documents: TextOrTexts | None = None
+    items: TextOrTexts | None = None
+    data_1: TextOrTexts | None = None
+    data_2: TextOrTexts | None = None
+    truncate_prompt_tokens: int | None = Field(None, ge=-1)
+    truncation_side: Direction | None = None
+    use_activation: bool | None = None
+    activation: bool | None = None
+    raw_scores: bool = False
+    instruction: str | None = None
+    priority: int = 0
+
+
+class ScoreData(ResponseModel):
+    index: int
+    object: Literal["score"] = "score"
+    score: float
+
+
+class ScoreUsage(ResponseModel):
+    prompt_tokens: int
+    total_tokens: int
+    completion_tokens: int = 0
+
+
+class ScoreResponse(ResponseModel):
+    id: str
+    object: Literal["list"] = "list"
+    created: int
+    model: str
+    data: list[ScoreData]
+    usage: ScoreUsage
+
+
+class PredictRequest(RequestModel):
+    """TEI's predict request: a [query, document] pair or a batch of pairs."""
+
+    model: str | None = None
+    inputs: list[str] | list[list[str]] | str
+    truncate: bool | None = None
+    truncation_direction: Direction | None = None
+    raw_scores: bool = False
+
+
+class Prediction(ResponseModel):
+    score: float
+    label: str
+
+
+class PredictResponse(RootModel[list[Prediction] | list[list[Prediction]]]):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------- embeddings
+class EmbeddingRequest(RequestModel):
+    """OpenAI's embeddings request."""
+
+    model: str | None = None
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+
+class Embedding(ResponseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingResponse(ResponseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+# ---------------------------------------------------------------------------------------------- models / health
+class ModelCard(ResponseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "rerankd"
+    kind: Literal["reranker", "embedder", "route"]
+    family: str | None = None
+    max_length: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    routes_to: dict[str, float] | None = None
+
+
+class ModelList(ResponseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Health(ResponseModel):
+    status: Literal["ok", "ready", "loading", "draining", "failed"]
+    models: list[str] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- errors
+class ErrorDetail(ResponseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(ResponseModel):
+    """OpenAI/vLLM/Infinity clients read ``error``; Cohere clients read the top-level ``message``."""
+
+    error: ErrorDetail
+    message: str
+    request_id: str | None = None
+
+
+class TEIErrorResponse(ResponseModel):
+    error: str
+    error_type: str

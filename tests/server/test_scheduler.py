@@ -1,0 +1,214 @@
+"""The scheduler on its own (no HTTP): cross-request batching, fairness, cancellation, backpressure,
+timeouts, failure isolation and key separation. The forward pass is a deterministic function of the
+token ids that records every batch it sees."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import pytest
+import torch
+
+from rerankd.errors import NotReady, Overloaded
+from rerankd.families.base import Encoded, FamilyLimits
+from rerankd.runtime.planner import TokenBudget
+from rerankd.runtime.scheduler import DeadlineExceeded, Scheduler, SchedulerConfig
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class RecordingForward:
+    """score(item) = sum of its ids; sleeps ``delay`` per batch; raises on the id ``poison``."""
+
+    def __init__(self, delay: float = 0.0, poison: int | None = None) -> None:
+        self.delay = delay
+        self.poison = poison
+        self.batches: list[tuple[list[int], Hashable]] = []
+        self.threads: set[int] = set()
+
+    def __call__(self, batch: Sequence[Encoded], key: Hashable) -> torch.Tensor:
+        self.threads.add(threading.get_ident())
+        self.batches.append(([item.input_ids[0] for item in batch], key))
+        if self.delay:
+            time.sleep(self.delay)
+        if self.poison is not None and any(self.poison in item.input_ids for item in batch):
+            raise RuntimeError("boom")
+        return torch.tensor([[float(sum(item.input_ids))] for item in batch])
+
+    @property
+    def rows(self) -> int:
+        return sum(len(ids) for ids, _ in self.batches)
+
+
+def items(first_id: int, n: int, length: int = 8) -> list[Encoded]:
+    return [Encoded(input_ids=(first_id + i,) + (1,) * (length - 1)) for i in range(n)]
+
+
+def expected(batch: list[Encoded]) -> list[float]:
+    return [float(sum(item.input_ids)) for item in batch]
+
+
+def config(max_tokens: int = 64, max_batch: int = 8, **kwargs: Any) -> SchedulerConfig:
+    budget = TokenBudget(max_tokens=max_tokens, max_batch_size=max_batch)
+    return SchedulerConfig(budget=budget, limits=FamilyLimits(max_length=512), **kwargs)
+
+
+async def started(forward: RecordingForward, cfg: SchedulerConfig) -> Scheduler:
+    scheduler = Scheduler(forward, cfg, name="test")
+    scheduler.start()
+    return scheduler
+
+
+def test_results_follow_item_order_and_requests_share_batches() -> None:
+    async def main() -> None:
+        forward = RecordingForward(delay=0.01)
+        scheduler = await started(forward, config(max_tokens=8 * 8, max_batch=8))
+        a = [Encoded(input_ids=(100 + i,) + (1,) * (i % 5)) for i in range(6)]  # mixed lengths
+        b = items(200, 3)
+        got_a, got_b = await asyncio.gather(scheduler.submit(a, "k"), scheduler.submit(b, "k"))
+        assert got_a[:, 0].tolist() == expected(a)
+        assert got_b[:, 0].tolist() == expected(b)
+        shared = [ids for ids, _ in forward.batches if any(i >= 200 for i in ids) and any(i < 200 for i in ids)]
+        assert shared, f"no batch mixed both requests: {forward.batches}"
+        assert threading.get_ident() not in forward.threads  # forward passes run off the event loop
+        await scheduler.close()
+
+    asyncio.run(main())
+
+
+def test_small_request_is_not_starved_by_a_big_one() -> None:
+    """A 5-item request arriving behind a 1,000-item one finishes within a few batches."""
+
+    async def main() -> tuple[float, float, int]:
+        forward = RecordingForward(delay=0.002)
+        scheduler = await started(forward, config(max_tokens=8 * 8, max_batch=8, max_queued_items=5000))
+        big = asyncio.create_task(scheduler.submit(items(10_000, 1000), "k"))
+        while forward.rows < 40:  # the big request is being served
+            await asyncio.sleep(0.001)
+        began = time.perf_counter()
+        rows_before = forward.rows
+        small = await scheduler.submit(items(1, 5), "k")
+        small_latency = time.perf_counter() - began
+        rows_for_small = forward.rows - rows_before
+        assert not big.done()
+        assert small[:, 0].tolist() == expected(items(1, 5))
+        await big
+        big_latency = time.perf_counter() - began
+        await scheduler.close()
+        return small_latency, big_latency, rows_for_small
+
+    small_latency, big_latency, rows = asyncio.run(main())
+    assert rows <= 3 * 8, f"the small request waited for {rows} rows of the big one"
+    assert small_latency < big_latency / 10
+
+
+def test_the_oldest_request_keeps_moving_under_a_stream_of_small_ones() -> None:
+    async def main() -> None:
+        forward = RecordingForward(delay=0.001)
+        scheduler = await started(forward, config(max_tokens=8 * 8, max_batch=8, max_queued_items=10_000))
+        big = asyncio.create_task(scheduler.submit(items(50_000, 200), "k"))
+        small = [asyncio.create_task(scheduler.submit(items(1000 * (i + 1), 4), "k")) for i in range(300)]
+        await asyncio.wait_for(big, timeout=20)  # smallest-first alone would serve all 1,200 small items first
+        served_before_big = sum(1 for task in small if task.done())
+        assert served_before_big < 250
+        await asyncio.gather(*small)
+        await scheduler.close()
+
+    asyncio.run(main())
+
+
+def test_cancelled_request_has_its_queued_items_dropped() -> None:
+    async def main() -> None:
+        forward = RecordingForward(delay=0.005)
+        scheduler = await started(forward, config(max_tokens=8 * 8, max_batch=8, max_queued_items=5000))
+        big = asyncio.create_task(scheduler.submit(items(10_000, 1000), "k"))
+        while forward.rows < 16:
+            await asyncio.sleep(0.001)
+        big.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await big
+        assert scheduler.queued_items == 0
+        rows_at_cancel = forward.rows
+        after = await scheduler.submit(items(1, 3), "k")  # the scheduler goes on
+        assert after[:, 0].tolist() == expected(items(1, 3))
+        assert forward.rows <= rows_at_cancel + 8 + 3  # at most the batch in flight, then the new request
+        await scheduler.close()
+
+    asyncio.run(main())
+
+
+def test_full_queue_is_overloaded_with_retry_after() -> None:
+    async def main() -> None:
+        forward = RecordingForward(delay=0.01)
+        scheduler = await started(forward, config(max_queued_items=10, retry_after_s=3.0))
+        first = asyncio.create_task(scheduler.submit(items(1, 50), "k"))  # an empty queue takes any request
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded) as info:
+            await scheduler.submit(items(100, 2), "k")
+        assert info.value.retry_after_s == 3.0
+        assert "queue" in info.value.message
+        assert (await first).shape == (50, 1)
+        await scheduler.close()
+
+    asyncio.run(main())
+
+
+def test_timeout_drops_the_request() -> None:
+    async def main() -> None:
+        forward = RecordingForward(delay=0.01)
+        scheduler = await started(forward, config(max_queued_items=5000, timeout_s=0.05))
+        with pytest.raises(DeadlineExceeded):
+            await scheduler.submit(items(1, 500), "k")
+        assert scheduler.queued_items == 0
+        assert forward.rows < 500
+        await scheduler.close()
+
+    asyncio.run(main())
+
+
+def test_a_failing_batch_fails_exactly_its_requests() -> None:
+    async def main() -> None:
+        forward = RecordingForward(poison=666)
+        scheduler = await started(forward, config(max_tokens=4 * 8, max_batch=4))
+        good = items(1, 4)
+        bad = items(664, 4)  # ids 664..667: one poisoned item
+        results = await asyncio.gather(scheduler.submit(good, "a"), scheduler.submit(bad, "b"), return_exceptions=True)
+        assert isinstance(results[1], RuntimeError)
+        assert isinstance(results[0], torch.Tensor) and results[0][:, 0].tolist() == expected(good)
+        again = await scheduler.submit(items(1, 2), "b")  # still healthy
+        assert again[:, 0].tolist() == expected(items(1, 2))
+        await scheduler.close()
+
+    asyncio.run(main())
+
+
+def test_different_keys_never_share_a_batch() -> None:
+    async def main() -> None:
+        forward = RecordingForward(delay=0.002)
+        scheduler = await started(forward, config(max_tokens=16 * 8, max_batch=16))
+        tasks = [scheduler.submit(items(1000 * k, 5), key) for k, key in enumerate(["x", "y", "x", "z", "y"], 1)]
+        await asyncio.gather(*tasks)
+        owner = {1000 * k + i: key for k, key in enumerate(["x", "y", "x", "z", "y"], 1) for i in range(5)}
+        for ids, key in forward.batches:
+            assert {owner[i] for i in ids} == {key}
+        await scheduler.close()
+
+    asyncio.run(main())
+
+
+def test_close_drains_then_refuses() -> None:
+    async def main() -> None:
+        forward = RecordingForward(delay=0.002)
+        scheduler = await started(forward, config())
+        pending = asyncio.create_task(scheduler.submit(items(1, 40), "k"))
+        await asyncio.sleep(0)
+        await scheduler.close(drain_timeout_s=10)
+        assert (await pending).shape == (40, 1)
+        with pytest.raises(NotReady):
+            await scheduler.submit(items(1, 1), "k")
+
+    asyncio.run(main())
