@@ -108,7 +108,7 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
 def auto_dtype(device: torch.device) -> torch.dtype:
     """The fastest dtype that keeps rankings on ``device``: bfloat16 on CPUs with native bf16 (else float32),
     bfloat16 on CUDA devices that support it (else float16), bfloat16 on Ascend NPUs, float16 on MPS.
-    The Reranker checks the choice on a probe set at load and falls back to float32 when it disagrees."""
+    ``runtime.dtype_guard`` implements the probe-set check for a reduced choice (not yet called at load)."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "npu":
