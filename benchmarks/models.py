@@ -4,7 +4,8 @@ Built once into benchmarks/.models/ (git-ignored). Speed does not depend on weig
 - minilm-ce: BertForSequenceClassification = the real all-MiniLM-L6-v2 encoder + a seeded 1-logit head.
 - xlmr-base / xlmr-large: XLM-R sizes (vocab 250,002). Tokenizer: an XLM-R (Unigram, SentencePiece-style)
   tokenizer whose pieces are MiniLM's WordPiece vocabulary, so English token counts are realistic.
-- qwen3-0.6b: Qwen3-Reranker-0.6B size (28 layers, 1024 hidden, 16/8 heads, head_dim 128).
+- qwen3-0.6b: Qwen3-Reranker-0.6B size (28 layers, 1024 hidden, 16/8 heads, head_dim 128, vocab 151,669).
+- minicpm-layerwise-narrow: bge-reranker-v2-minicpm-layerwise's 40 layers and 33 heads (layers 8..40) at hidden 384.
 """
 
 from __future__ import annotations
@@ -86,3 +87,152 @@ def model_path(name: str) -> Path:
         BUILDERS[name](folder)
         marker.write_text(json.dumps({"name": name}))
     return folder
+
+
+# --------------------------------------------------------------------------- LLM rerankers (issue 3)
+# Real-size (qwen3-0.6b) and reduced-width (minicpm-layerwise-narrow) random-weight models with byte-level /
+# SentencePiece-style BPE tokenizers trained in-process on seeded English passages (the workloads' word list),
+# so token counts per passage are realistic (~1.2 tokens/word) and nothing is downloaded.
+
+QWEN3_VOCAB = 151669  # Qwen3-Reranker-0.6B's config vocab_size: the official recipe's full-vocabulary head cost
+MINICPM_VOCAB = 122753  # bge-reranker-v2-minicpm-layerwise's vocab_size
+BPE_VOCAB = 40000
+PROMPT_TEXT = (
+    "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "
+    'Note that the answer can only be "yes" or "no".\nsystem\nuser\nassistant\n<Instruct>: <Query>: <Document>: '
+    "Given a web search query, retrieve relevant passages that answer the query. "
+    "Given a query A and a passage B, determine whether the passage contains an answer to the query by "
+    "providing a prediction of either 'Yes' or 'No'. A: B: \n\n"
+)
+
+
+def english_corpus(seed: int = 7, n: int = 6000) -> list[str]:
+    """Seeded training texts for the benchmark tokenizers: workload-style passages plus the reranker prompts."""
+    import random
+
+    from rerankd.workloads import passage
+
+    rng = random.Random(seed)
+    return ["yes", "no", "Yes", "No"] * 50 + [PROMPT_TEXT] * 20 + [passage(rng, rng.randint(20, 120)) for _ in range(n)]
+
+
+def _trained_vocab(tokenizer: object) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    model = json.loads(tokenizer.to_str())["model"]  # type: ignore[attr-defined]
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return dict(model["vocab"]), merges  # type: ignore[return-value]
+
+
+def qwen3_tokenizer() -> object:
+    """Byte-level BPE in Qwen2's pipeline (its pre-tokenizer regex), Qwen3's specials, "yes"/"no" single tokens."""
+    from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    trainer_tok = Tokenizer(models.BPE())
+    trainer_tok.normalizer = normalizers.NFC()  # type: ignore[assignment]
+    trainer_tok.pre_tokenizer = Qwen2Tokenizer().backend_tokenizer.pre_tokenizer
+    trainer = trainers.BpeTrainer(  # type: ignore[call-arg]
+        vocab_size=BPE_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"], show_progress=False,
+    )
+    trainer_tok.train_from_iterator(english_corpus(), trainer)
+    vocab, merges = _trained_vocab(trainer_tok)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in ("<|im_start|>", "<|im_end|>")])
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in ("<think>", "</think>")])
+    for word in ("yes", "no"):
+        assert tokenizer.tokenize(word) == [word], word
+    return tokenizer
+
+
+def build_qwen3_0_6b(folder: Path) -> None:
+    """Qwen3-Reranker-0.6B size: 28 layers, hidden 1024, 16/8 heads of 128, MLP 3072, tied embeddings, vocab
+    151,669. Family detection by name needs the folder to be called Qwen3-Reranker-0.6B: pass
+    ``family="qwen3-yes-no"`` for this folder instead."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = qwen3_tokenizer()
+    config = Qwen3Config(
+        vocab_size=QWEN3_VOCAB, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+        num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
+        rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        tie_word_embeddings=True, architectures=["Qwen3ForCausalLM"],
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,  # type: ignore[attr-defined]
+    )
+    torch.manual_seed(0)
+    Qwen3ForCausalLM(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+
+
+def minicpm_tokenizer() -> object:
+    """Llama-style BPE ("▁" spaces, byte fallback) with MiniCPM's <unk>/<s>/</s>, pad = <unk>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaTokenizer
+
+    specials = ["<unk>", "<s>", "</s>"]
+    trainer_tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    trainer_tok.pre_tokenizer = pre_tokenizers.Metaspace(  # type: ignore[assignment]
+        replacement="\u2581", prepend_scheme="first", split=True
+    )
+    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, special_tokens=specials, show_progress=False)  # type: ignore
+    trainer_tok.train_from_iterator(english_corpus(), trainer)
+    trained, merges = _trained_vocab(trainer_tok)
+    ordered = specials + [f"<0x{b:02X}>" for b in range(256)]
+    ordered += [tok for tok, _ in sorted(trained.items(), key=lambda kv: kv[1]) if tok not in specials]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(ordered))}
+    return LlamaTokenizer(vocab=vocab, merges=merges, pad_token="<unk>")
+
+
+def _flag_layerwise_classes() -> tuple[object, object]:
+    from FlagEmbedding.inference.reranker.decoder_only.models.configuration_minicpm_reranker import (
+        LayerWiseMiniCPMConfig,
+    )
+    from FlagEmbedding.inference.reranker.decoder_only.models.modeling_minicpm_reranker import (
+        LayerWiseMiniCPMForCausalLM,
+    )
+
+    return LayerWiseMiniCPMConfig, LayerWiseMiniCPMForCausalLM
+
+
+def build_minicpm_layerwise(folder: Path, hidden: int = 384, heads: int = 6) -> None:
+    """bge-reranker-v2-minicpm-layerwise's architecture (40 layers, heads for layers 8..40, MiniCPM scaling
+    scale_emb 12 / scale_depth 1.4 / dim_model_base 256, vocab 122,753) at reduced width (head_dim 64 as the
+    real model; MLP 2.5x hidden as 5760/2304). Parameter names come from FlagEmbedding's shipped class."""
+    import math
+
+    from safetensors.torch import save_file
+
+    tokenizer = minicpm_tokenizer()
+    config = {
+        "architectures": ["LayerWiseMiniCPMForCausalLM"], "model_type": "minicpm", "vocab_size": MINICPM_VOCAB,
+        "hidden_size": hidden, "intermediate_size": hidden * 5 // 2, "num_hidden_layers": 40,
+        "num_attention_heads": heads, "num_key_value_heads": heads, "hidden_act": "silu",
+        "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": None,
+        "scale_emb": 12, "dim_model_base": 256, "scale_depth": 1.4, "bos_token_id": 1, "eos_token_id": 2,
+        "pad_token_id": 0, "attention_bias": False, "start_layer": 8, "head_type": "simple", "head_multi": True,
+        "use_cache": False, "tie_word_embeddings": False, "torch_dtype": "float32",
+    }
+    config_cls, model_cls = _flag_layerwise_classes()
+    flag_config = config_cls(**config)  # type: ignore[operator]
+    flag_config.rope_scaling = None
+    model_cls._tied_weights_keys = None  # type: ignore[attr-defined]
+    with torch.device("meta"):
+        shapes = {name: t.shape for name, t in model_cls(flag_config).state_dict().items()}  # type: ignore
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for name, shape in sorted(shapes.items()):
+        noise = torch.randn(shape, generator=generator)
+        if name.endswith("norm.weight"):
+            state[name] = 1.0 + 0.2 * noise
+        elif "embed_tokens" in name:
+            state[name] = 0.1 * noise
+        elif "lm_head" in name:
+            state[name] = 0.5 * noise
+        else:
+            state[name] = noise / math.sqrt(shape[-1])
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+    tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+
+
+BUILDERS["qwen3-0.6b"] = build_qwen3_0_6b
+BUILDERS["minicpm-layerwise-narrow"] = build_minicpm_layerwise
