@@ -9,6 +9,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# dtype="auto" means float32 on the CPU in tests, whatever the CPU, so pinned scores hold everywhere; the
+# bf16 branch and its guard are tested explicitly (tests/runtime/test_devices.py, test_dtype_guard.py).
+os.environ["RERANKD_CPU_BF16"] = "0"
 
 from tests.tiny_models import build_cross_encoder
 

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -40,6 +40,7 @@ from rerankd.jobs import (
 from rerankd.loading import Source, resolve_model
 from rerankd.registry import Family, detect_family
 from rerankd.runtime.devices import resolve_device, resolve_dtype
+from rerankd.runtime.dtype_guard import PROBE_PAIRS, Agreement, check_loaded, float32_fits
 from rerankd.runtime.planner import TokenBudget
 from rerankd.runtime.worker import Forward, run_planned
 from rerankd.validation import check_pairs, check_query, check_texts, check_top_n
@@ -72,6 +73,7 @@ class ModelInfo:
     dtype: str
     max_length: int
     load_seconds: float
+    dtype_check: Agreement | None = None  # the dtype="auto" guard's probe agreement, when it ran
 
 
 def default_budget(device: torch.device) -> TokenBudget:
@@ -128,6 +130,7 @@ class Reranker:
         quantize: Literal["int8"] | None = None,
         cutoff_layers: Sequence[int] | int | None = None,
         prefix_sharing: bool = True,
+        dtype_guard: bool = True,
     ) -> Reranker:
         """Load a reranker from a local folder, a packaged model, the Hugging Face hub or ModelScope.
 
@@ -137,6 +140,9 @@ class Reranker:
         :class:`~rerankd.errors.InputTooLong` instead of truncating them. ``backend="onnx"`` and
         ``quantize="int8"`` apply to encoder families; ``cutoff_layers`` sets a layerwise model's default exit
         layers; ``prefix_sharing=False`` turns off the causal families' shared query-prefix cache.
+        When ``dtype="auto"`` picks a reduced precision, a probe set is scored in float32 and in that dtype
+        at load, and the model stays float32 if the ranking changes (``dtype_guard=False`` skips the check;
+        see :mod:`rerankd.runtime.dtype_guard`).
         """
         started = time.perf_counter()
         torch_device = resolve_device(device)
@@ -161,7 +167,9 @@ class Reranker:
             quantize=quantize,
         )
         check_backend(options, torch_device, torch_dtype)
-        loaded = spec.load(files, torch_device, torch_dtype, options, trust_remote_code)
+        guarded = dtype == "auto" and dtype_guard and torch_dtype != torch.float32 and backend == "torch"
+        guarded = guarded and not quantize and float32_fits(files.path, torch_device)
+        loaded = spec.load(files, torch_device, torch.float32 if guarded else torch_dtype, options, trust_remote_code)
         base = default_budget(torch_device)
         budget = TokenBudget(batch_tokens or base.max_tokens, max_batch_size or base.max_batch_size)
         info = ModelInfo(
@@ -171,10 +179,15 @@ class Reranker:
             device=str(torch_device),
             dtype=str(torch_dtype).removeprefix("torch."),
             max_length=loaded.limits.max_length,
-            load_seconds=time.perf_counter() - started,
+            load_seconds=0.0,
         )
+        reranker = cls(loaded, info, normalize=normalize, truncate=truncate, budget=budget)
+        if guarded:
+            torch_dtype, agreement = check_loaded(loaded, lambda: reranker.score(PROBE_PAIRS), torch_dtype)
+            info = replace(info, dtype=str(torch_dtype).removeprefix("torch."), dtype_check=agreement)
+        reranker.info = replace(info, load_seconds=time.perf_counter() - started)
         logger.info("loaded %s as %s on %s (%s)", model, spec.name, info.device, info.dtype)
-        return cls(loaded, info, normalize=normalize, truncate=truncate, budget=budget)
+        return reranker
 
     @property
     def is_embedder(self) -> bool:

@@ -37,13 +37,24 @@ def test_malformed_device(bad: str) -> None:
 
 def test_auto_dtype_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
+    monkeypatch.delenv("RERANKD_CPU_BF16")
     monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
     assert resolve_dtype("auto", cpu) is torch.bfloat16
     monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx", "avx2"})
     assert resolve_dtype("auto", cpu) is torch.float32
 
 
-def test_cpu_flags_are_read() -> None:
+def test_cpu_bf16_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2"})
+    monkeypatch.setenv("RERANKD_CPU_BF16", "1")
+    assert resolve_dtype("auto", torch.device("cpu")) is torch.bfloat16
+    monkeypatch.setenv("RERANKD_CPU_BF16", "0")
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx512_bf16"})
+    assert resolve_dtype("auto", torch.device("cpu")) is torch.float32
+
+
+def test_cpu_flags_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RERANKD_CPU_BF16")
     flags = devices.cpu_flags()
     assert isinstance(flags, set)
     assert devices.cpu_has_native_bf16() == bool(flags & devices.BF16_CPU_FLAGS)

@@ -51,3 +51,57 @@ def test_guard_keeps_or_reverts_the_dtype() -> None:
 
     chosen, agreement = guard_reduced_precision(probe, broken_cast, torch.bfloat16)
     assert chosen is torch.float32 and not agreement.passed and state["dtype"] is torch.float32
+
+
+# --- wired into Reranker.from_pretrained (dtype="auto" on a CPU reported as having native bf16)
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from rerankd import Reranker  # noqa: E402
+from rerankd.runtime import dtype_guard  # noqa: E402
+from rerankd.runtime.dtype_guard import PROBE_PAIRS, Agreement  # noqa: E402
+
+
+def _param_dtypes(model: Reranker) -> set[torch.dtype]:
+    return {p.dtype for p in model.family.weights().parameters()}  # type: ignore[union-attr]
+
+
+def test_auto_keeps_bf16_when_the_probe_agrees(monkeypatch: pytest.MonkeyPatch, minilm_path: Path) -> None:
+    """The real MiniLM keeps its probe ranking in bf16: the guard keeps bf16 and records the agreement."""
+    monkeypatch.setenv("RERANKD_CPU_BF16", "1")
+    model = Reranker.from_pretrained(str(minilm_path), device="cpu")
+    assert model.info.dtype == "bfloat16" and _param_dtypes(model) == {torch.bfloat16}
+    check = model.info.dtype_check
+    assert check is not None and check.passed and check.spearman >= 0.98
+    reference = Reranker.from_pretrained(str(minilm_path), device="cpu", dtype="float32").score(PROBE_PAIRS)
+    assert np.allclose(model.score(PROBE_PAIRS), reference, atol=2e-2)
+
+
+def test_auto_falls_back_to_exact_float32(monkeypatch: pytest.MonkeyPatch, bert_ce: Path) -> None:
+    """When the probe disagrees the model returns to its original float32 weights, bit for bit."""
+    monkeypatch.setenv("RERANKD_CPU_BF16", "1")
+    monkeypatch.setattr(dtype_guard, "compare_scores", lambda *a, **k: Agreement(0.5, 1.0, False))
+    model = Reranker.from_pretrained(str(bert_ce), device="cpu")
+    assert model.info.dtype == "float32" and _param_dtypes(model) == {torch.float32}
+    assert model.info.dtype_check is not None and not model.info.dtype_check.passed
+    reference = Reranker.from_pretrained(str(bert_ce), device="cpu", dtype="float32")
+    assert model.score(PROBE_PAIRS) == reference.score(PROBE_PAIRS)
+
+
+def test_guard_off_or_explicit_dtype_loads_directly(monkeypatch: pytest.MonkeyPatch, bert_ce: Path) -> None:
+    monkeypatch.setenv("RERANKD_CPU_BF16", "1")
+    calls: list[object] = []
+    monkeypatch.setattr(dtype_guard, "guard_reduced_precision", lambda *a: calls.append(a))
+    unguarded = Reranker.from_pretrained(str(bert_ce), device="cpu", dtype_guard=False)
+    explicit = Reranker.from_pretrained(str(bert_ce), device="cpu", dtype="bfloat16")
+    assert calls == [] and unguarded.info.dtype_check is None and explicit.info.dtype_check is None
+    assert _param_dtypes(unguarded) == _param_dtypes(explicit) == {torch.bfloat16}
+
+
+def test_models_too_big_for_a_float32_copy_skip_the_guard(monkeypatch: pytest.MonkeyPatch, bert_ce: Path) -> None:
+    monkeypatch.setenv("RERANKD_CPU_BF16", "1")
+    monkeypatch.setattr(dtype_guard, "free_memory", lambda device: 1024)
+    model = Reranker.from_pretrained(str(bert_ce), device="cpu")
+    assert model.info.dtype == "bfloat16" and model.info.dtype_check is None

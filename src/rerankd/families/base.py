@@ -132,6 +132,33 @@ class Embedder(Protocol):
         ...
 
 
+@runtime_checkable
+class Castable(Protocol):
+    """A torch family whose weights can change dtype after loading (used by the ``dtype="auto"`` guard)."""
+
+    # Parameter-name prefixes (in ``weights()``) that stay float32: the small scoring heads.
+    keep_fp32: tuple[str, ...]
+
+    def weights(self) -> torch.nn.Module:
+        """The module holding the weights a dtype change applies to."""
+        ...
+
+
+def cast_parameters(module: torch.nn.Module, dtype: torch.dtype, keep_fp32: Sequence[str] = ()) -> None:
+    """Cast ``module``'s floating-point parameters (not its buffers, e.g. rotary frequencies stay float32, as
+    transformers loads them) to ``dtype``, except those whose name starts with one of ``keep_fp32``."""
+    for name, param in module.named_parameters():
+        if param.is_floating_point() and not name.startswith(tuple(keep_fp32)):
+            param.data = param.data.to(dtype)
+
+
+def float_module(model: object) -> torch.nn.Module:
+    """An encoder family's model as a castable module; ONNX sessions and int8 models have a fixed dtype."""
+    if not isinstance(model, torch.nn.Module) or any(not p.is_floating_point() for p in model.parameters()):
+        raise UnsupportedModel("only float torch models can change dtype (not ONNX or int8 ones)")
+    return model
+
+
 Loader = Callable[[ModelFiles, torch.device, torch.dtype, ModelOptions, bool], "PairScorer | Embedder"]
 
 

@@ -25,6 +25,7 @@ from rerankd.families.base import (
     clean_backend,
     collate,
     encode_plain,
+    float_module,
     last_token_index,
     single_special_count,
 )
@@ -118,6 +119,11 @@ class BiEncoderFamily:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.uses_token_types = "token_type_ids" in tokenizer.model_input_names
         self.n_special = single_special_count(self.backend)
+
+    keep_fp32: tuple[str, ...] = ()
+
+    def weights(self) -> torch.nn.Module:
+        return float_module(self.model)
 
     def encode_texts(self, texts: Sequence[str], role: Role) -> list[Encoded]:
         if role == "query" and self.query_prompt:

@@ -33,6 +33,7 @@ from rerankd.families.base import (
     clean_backend,
     collate,
     encode_plain,
+    float_module,
     pair_special_count,
 )
 from rerankd.families.encoder_backend import encoder_model, model_device
@@ -76,6 +77,11 @@ class CrossEncoderFamily:
         self.truncating_backend.enable_truncation(max_length, strategy="longest_first")
         if max_length <= self.n_special + 1:
             raise UnsupportedModel(f"max_length={max_length} leaves no room for text")
+
+    keep_fp32: tuple[str, ...] = ()
+
+    def weights(self) -> torch.nn.Module:
+        return float_module(self.model)
 
     def encode_pairs(self, query: str, documents: Sequence[str], call: CallOptions = DEFAULT_CALL) -> list[Encoded]:
         if self.truncation == "longest_first":

@@ -122,6 +122,11 @@ class LayerwiseFamily:
         default = (self.num_layers,) if options.cutoff_layers is None else options.cutoff_layers
         self.default_cutoffs = self.check_cutoffs(default)
 
+    keep_fp32 = ("lm_head.",)
+
+    def weights(self) -> torch.nn.Module:
+        return self.network
+
     def _tokens(self, text: str) -> list[int]:
         return list(encode_plain(self.backend, [text])[0].ids)
 

@@ -123,6 +123,11 @@ class MiniCPMRerankerFamily:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id
         self.pad_id: int = pad if pad is not None else 0
 
+    keep_fp32 = ("score.",)
+
+    def weights(self) -> torch.nn.Module:
+        return self.network
+
     def encode_pairs(self, query: str, documents: Sequence[str], call: CallOptions = DEFAULT_CALL) -> list[Encoded]:
         query_ids = list(encode_plain(self.backend, [query_text(query, call.instruction)])[0].ids)
         budget = self.limits.max_length - N_SPECIAL

@@ -96,6 +96,11 @@ class QwenYesNoFamily:
             raise UnsupportedModel(f"max_length={max_length} leaves no room for the Qwen3-Reranker prompt")
         self.limits = FamilyLimits(max_length=max_length, pad_side="right")
 
+    keep_fp32: tuple[str, ...] = ()  # the head row is a separate float32 tensor
+
+    def weights(self) -> torch.nn.Module:
+        return self.decoder.model
+
     def encode_pairs(self, query: str, documents: Sequence[str], call: CallOptions = DEFAULT_CALL) -> list[Encoded]:
         instruction = QWEN_DEFAULT_INSTRUCTION if call.instruction is None else call.instruction
         head = f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: "
@@ -144,6 +149,11 @@ class BgeGemmaYesFamily:
         self.sep_ids = tuple(encode_plain(self.backend, ["\n"])[0].ids)
         self._prompts: dict[str, tuple[int, ...]] = {}
         self.limits = FamilyLimits(max_length=max_length, pad_side="right", pad_to_multiple_of=8)
+
+    keep_fp32: tuple[str, ...] = ()  # the head row is a separate float32 tensor
+
+    def weights(self) -> torch.nn.Module:
+        return self.decoder.model
 
     def _prompt_ids(self, prompt: str) -> tuple[int, ...]:
         ids = self._prompts.get(prompt)

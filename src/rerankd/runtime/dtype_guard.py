@@ -9,13 +9,20 @@ and the fallback is logged. Random-weight or degenerate models whose probe score
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from rerankd.families.base import Castable, cast_parameters
+
 logger = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+OTHER_DEVICE_MEMORY = 4 << 30  # where free memory cannot be queried (npu, mps): guard models up to ~1B params
 
 PROBE_PAIRS: tuple[tuple[str, str], ...] = (
     ("what is panda?", "The giant panda is a bear species endemic to China, living in bamboo forests."),
@@ -77,3 +84,51 @@ def guard_reduced_precision(
         agreement.relative_error,
     )
     return torch.float32, agreement
+
+
+def weights_bytes(folder: Path) -> int:
+    """Bytes of the weight files in a model folder (sub-folders included, e.g. sentence-transformers')."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on ``device`` (available RAM for the CPU)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return OTHER_DEVICE_MEMORY
+    return OTHER_DEVICE_MEMORY
+
+
+def float32_fits(folder: Path, device: torch.device, share: float = 0.5) -> bool:
+    """Whether a float32 copy of the model (at most twice its 16-bit files) takes under ``share`` of the free
+    memory; larger models skip the guard and load straight in the reduced dtype."""
+    return 2 * weights_bytes(folder) <= share * free_memory(device)
+
+
+def check_loaded(
+    family: object, probe: Callable[[], Sequence[float]], dtype: torch.dtype
+) -> tuple[torch.dtype, Agreement | None]:
+    """Run the guard on a family loaded in float32: the dtype it ends in, and the probe agreement.
+
+    The float32 tensors are kept until the verdict, so a fallback restores them exactly (no bf16 rounding
+    left behind); memory peaks at 1.5x the float32 model during the check."""
+    if not isinstance(family, Castable):
+        logger.warning("dtype auto: %s cannot change dtype after loading; using float32", type(family).__name__)
+        return torch.float32, None
+    module, keep = family.weights(), family.keep_fp32
+    originals = {name: param.data for name, param in module.named_parameters()}
+
+    def cast(target: torch.dtype) -> None:
+        if target is torch.float32:
+            for name, param in module.named_parameters():
+                param.data = originals[name]
+        else:
+            cast_parameters(module, target, keep)
+
+    chosen, agreement = guard_reduced_precision(probe, cast, dtype)
+    originals.clear()
+    return chosen, agreement
