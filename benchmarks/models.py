@@ -61,9 +61,17 @@ def build_xlmr(folder: Path, layers: int, hidden: int, heads: int) -> None:
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
     config = XLMRobertaConfig(
-        vocab_size=250002, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=hidden * 4, max_position_embeddings=514, type_vocab_size=1, num_labels=1,
-        pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        vocab_size=250002,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 4,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        num_labels=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
     )
     torch.manual_seed(0)
     XLMRobertaForSequenceClassification(config).eval().save_pretrained(folder)
@@ -131,8 +139,10 @@ def qwen3_tokenizer() -> object:
     trainer_tok.normalizer = normalizers.NFC()  # type: ignore[assignment]
     trainer_tok.pre_tokenizer = Qwen2Tokenizer().backend_tokenizer.pre_tokenizer
     trainer = trainers.BpeTrainer(  # type: ignore[call-arg]
-        vocab_size=BPE_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=["<|endoftext|>"], show_progress=False,
+        vocab_size=BPE_VOCAB,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
     )
     trainer_tok.train_from_iterator(english_corpus(), trainer)
     vocab, merges = _trained_vocab(trainer_tok)
@@ -152,11 +162,20 @@ def build_qwen3_0_6b(folder: Path) -> None:
 
     tokenizer = qwen3_tokenizer()
     config = Qwen3Config(
-        vocab_size=QWEN3_VOCAB, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-        num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
-        rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
-        tie_word_embeddings=True, architectures=["Qwen3ForCausalLM"],
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,  # type: ignore[attr-defined]
+        vocab_size=QWEN3_VOCAB,
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        max_position_embeddings=40960,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        tie_word_embeddings=True,
+        architectures=["Qwen3ForCausalLM"],
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,  # type: ignore[attr-defined]
     )
     torch.manual_seed(0)
     Qwen3ForCausalLM(config).eval().save_pretrained(folder)
@@ -203,13 +222,32 @@ def build_minicpm_layerwise(folder: Path, hidden: int = 384, heads: int = 6) -> 
 
     tokenizer = minicpm_tokenizer()
     config = {
-        "architectures": ["LayerWiseMiniCPMForCausalLM"], "model_type": "minicpm", "vocab_size": MINICPM_VOCAB,
-        "hidden_size": hidden, "intermediate_size": hidden * 5 // 2, "num_hidden_layers": 40,
-        "num_attention_heads": heads, "num_key_value_heads": heads, "hidden_act": "silu",
-        "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": None,
-        "scale_emb": 12, "dim_model_base": 256, "scale_depth": 1.4, "bos_token_id": 1, "eos_token_id": 2,
-        "pad_token_id": 0, "attention_bias": False, "start_layer": 8, "head_type": "simple", "head_multi": True,
-        "use_cache": False, "tie_word_embeddings": False, "torch_dtype": "float32",
+        "architectures": ["LayerWiseMiniCPMForCausalLM"],
+        "model_type": "minicpm",
+        "vocab_size": MINICPM_VOCAB,
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 5 // 2,
+        "num_hidden_layers": 40,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "rope_scaling": None,
+        "scale_emb": 12,
+        "dim_model_base": 256,
+        "scale_depth": 1.4,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+        "attention_bias": False,
+        "start_layer": 8,
+        "head_type": "simple",
+        "head_multi": True,
+        "use_cache": False,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
     }
     config_cls, model_cls = _flag_layerwise_classes()
     flag_config = config_cls(**config)  # type: ignore[operator]

@@ -39,7 +39,7 @@ from rerankd.jobs import (
 )
 from rerankd.loading import Source, resolve_model
 from rerankd.registry import Family, detect_family
-from rerankd.runtime.devices import resolve_device, resolve_dtype
+from rerankd.runtime.devices import configure_cpu_threads, resolve_device, resolve_dtype
 from rerankd.runtime.dtype_guard import PROBE_PAIRS, Agreement, check_loaded, float32_fits
 from rerankd.runtime.planner import TokenBudget
 from rerankd.runtime.worker import Forward, run_planned
@@ -146,6 +146,8 @@ class Reranker:
         """
         started = time.perf_counter()
         torch_device = resolve_device(device)
+        if torch_device.type == "cpu":
+            configure_cpu_threads()
         if (backend != "torch" or quantize) and dtype == "auto":
             dtype = "float32"  # ONNX graphs and int8 start from float32
         torch_dtype = resolve_dtype(dtype, torch_device)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -67,3 +68,22 @@ def test_dtypes() -> None:
     assert resolve_dtype(torch.bfloat16, cpu) is torch.bfloat16
     with pytest.raises(InvalidInput, match="unknown dtype"):
         resolve_dtype("int3", cpu)
+
+
+def test_cpu_threads_capped_at_physical_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(devices, "physical_cores", lambda: 1)
+    try:
+        torch.set_num_threads(2)
+        assert devices.configure_cpu_threads() == 1 and torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a user's explicit choice is kept
+        assert devices.configure_cpu_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_physical_cores_is_positive() -> None:
+    assert 1 <= devices.physical_cores() <= (os.cpu_count() or 1)

@@ -32,6 +32,7 @@ import torch
 
 from rerankd.errors import DeviceUnavailable, MissingDependency, ModelNotFound, UnsupportedModel
 from rerankd.families.onnx_graph import INT8_FILE, ONNX_FILE, OPSET, OutputName, export_model, quantize_onnx
+from rerankd.runtime.devices import physical_cores
 
 logger = logging.getLogger(__name__)
 
@@ -46,17 +47,6 @@ def require_onnxruntime() -> ModuleType:
     except ImportError as exc:
         raise MissingDependency("backend='onnx' needs onnxruntime: pip install 'rerankd[onnx]'") from exc
     return onnxruntime
-
-
-def physical_cores() -> int:
-    """Physical cores this process may run on (hyper-threads share one core's matmul units)."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        import psutil
-    except ImportError:
-        return max(1, usable)
-    physical = psutil.cpu_count(logical=False) or usable
-    return max(1, min(physical, usable))
 
 
 def execution_providers(ort: ModuleType, device: torch.device) -> list[Any]:

@@ -54,6 +54,29 @@ def cpu_has_native_bf16() -> bool:
     return bool(cpu_flags() & BF16_CPU_FLAGS)
 
 
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads share one core's matmul units)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        import psutil
+    except ImportError:
+        return max(1, usable)
+    physical = psutil.cpu_count(logical=False) or usable
+    return max(1, min(physical, usable))
+
+
+def configure_cpu_threads() -> int:
+    """Cap torch's intra-op threads at the physical cores this process may use (more threads only contend
+    for the same matmul units), unless the user chose a count (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``)."""
+    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
+        return torch.get_num_threads()
+    cores = physical_cores()
+    if torch.get_num_threads() > cores:
+        logger.info("torch threads %d -> %d (physical cores)", torch.get_num_threads(), cores)
+        torch.set_num_threads(cores)
+    return torch.get_num_threads()
+
+
 def _npu_available() -> bool:
     if importlib.util.find_spec("torch_npu") is None:
         return False

@@ -1,0 +1,101 @@
+"""A peer engine in its own venv, driven over stdin/stdout by benchmarks/run_rerank.py.
+
+Run with the peers venv's python (benchmarks/peers/setup.sh makes it):
+
+    benchmarks/.venvs/peers/bin/python benchmarks/peers/worker.py ENGINE MODEL_DIR THREADS
+
+ENGINE is one of ``infinity`` (Infinity's Python engine, torch backend), ``infinity-optimum`` (Infinity's
+ONNX Runtime backend through optimum) or ``optimum`` (optimum's ``ORTModelForSequenceClassification`` with the
+model card's batch-of-32 loop). Protocol: one JSON line per request, ``{"query": str, "documents": [str]}``;
+one JSON line per reply, ``{"scores": [float], "seconds": float}`` (raw logits, input order; ``seconds`` is the
+time inside this process, so pipe overhead is not charged to the peer). The first line written is
+``{"ready": true, "load_seconds": float}``. Only the standard library, the peer and numpy are imported here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+
+Scorer = Callable[[str, list[str]], list[float]]
+BATCH = 32  # every peer's documented default batch size
+
+
+def infinity_scorer(path: str, engine_name: str) -> Scorer:
+    from infinity_emb import AsyncEmbeddingEngine, EngineArgs
+
+    args = EngineArgs(
+        model_name_or_path=path,
+        engine=engine_name,
+        device="cpu",
+        dtype="float32",
+        batch_size=BATCH,
+        model_warmup=False,
+        trust_remote_code=False,
+    )
+    engine = AsyncEmbeddingEngine.from_args(args)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(engine.astart())
+
+    def score(query: str, documents: list[str]) -> list[float]:
+        results, _usage = loop.run_until_complete(engine.rerank(query=query, docs=documents, raw_scores=True))
+        by_index = {item.index: float(item.relevance_score) for item in results}
+        return [by_index[i] for i in range(len(documents))]
+
+    return score
+
+
+def optimum_scorer(path: str) -> Scorer:
+    import numpy as np
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = ORTModelForSequenceClassification.from_pretrained(path, export=True, provider="CPUExecutionProvider")
+
+    def score(query: str, documents: list[str]) -> list[float]:
+        out: list[float] = []
+        for start in range(0, len(documents), BATCH):
+            chunk = documents[start : start + BATCH]
+            inputs = tokenizer(
+                [query] * len(chunk), chunk, padding=True, truncation=True, max_length=512, return_tensors="np"
+            )
+            logits = model(**inputs).logits
+            out.extend(np.asarray(logits, dtype=np.float64)[:, 0].tolist())
+        return out
+
+    return score
+
+
+def main() -> None:
+    engine, path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    protocol = os.fdopen(os.dup(1), "w")  # replies go here; anything the peer prints goes to stderr
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    import torch
+
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    if engine == "optimum":
+        scorer = optimum_scorer(path)
+    elif engine in ("infinity", "infinity-optimum"):
+        scorer = infinity_scorer(path, "torch" if engine == "infinity" else "optimum")
+    else:
+        raise SystemExit(f"unknown peer engine {engine!r}")
+    protocol.write(json.dumps({"ready": True, "load_seconds": time.perf_counter() - started}) + "\n")
+    protocol.flush()
+    for line in sys.stdin:
+        request = json.loads(line)
+        start = time.perf_counter()
+        scores = scorer(request["query"], request["documents"])
+        protocol.write(json.dumps({"scores": scores, "seconds": time.perf_counter() - start}) + "\n")
+        protocol.flush()
+    os._exit(0)  # Infinity's background threads would otherwise keep the process alive
+
+
+if __name__ == "__main__":
+    main()
