@@ -64,6 +64,12 @@ def flag_engine(path: Path) -> Engine:
 def peer_engine(path: Path, engine: str, label: str) -> Engine:
     from benchmarks.peers.remote import RemotePeer
 
+    onnx = path.with_name(path.name + "-onnx")
+    if engine != "infinity" and not (onnx / "model.onnx").is_file():  # the ONNX peers load rerankd's export
+        from rerankd.export import export_onnx
+
+        export_onnx(str(path), onnx)
+
     peer = RemotePeer(engine, path, torch.get_num_threads())
     return Engine(label, peer.score, clock=lambda: peer.last_seconds)
 

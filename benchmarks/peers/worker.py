@@ -28,6 +28,9 @@ BATCH = 32  # every peer's documented default batch size
 def infinity_scorer(path: str, engine_name: str) -> Scorer:
     from infinity_emb import AsyncEmbeddingEngine, EngineArgs
 
+    if engine_name == "optimum":
+        _relative_onnx_file_names()
+
     args = EngineArgs(
         model_name_or_path=path,
         engine=engine_name,
@@ -49,13 +52,43 @@ def infinity_scorer(path: str, engine_name: str) -> Scorer:
     return score
 
 
+def _relative_onnx_file_names() -> None:
+    """Infinity 0.0.78 hands optimum the graph's path including the model folder as ``file_name``; optimum
+    2.x wants it relative to the model folder and refuses otherwise. Pass the relative name (which graph is
+    found is unchanged)."""
+    from pathlib import Path
+
+    from infinity_emb.transformer.crossencoder import optimum as infinity_optimum
+
+    find = infinity_optimum.get_onnx_files
+
+    def relative(**kwargs: object) -> Path:
+        found: Path = find(**kwargs)
+        folder = Path(str(kwargs["model_name_or_path"]))
+        return found.relative_to(folder) if found.is_relative_to(folder) else found
+
+    infinity_optimum.get_onnx_files = relative
+
+
+def onnx_folder(path: str) -> str:
+    """The model's ONNX graph folder, made beforehand by ``rerankd export --onnx MODEL MODEL-onnx`` (benchmarks/
+    run_rerank.py does it): the peers load that same graph, since optimum 1.x's exporter does not import under
+    torch 2.13 and optimum 2.x breaks Infinity's local-folder loading."""
+    from pathlib import Path
+
+    target = Path(path).with_name(Path(path).name + "-onnx")
+    if not (target / "model.onnx").is_file():
+        raise SystemExit(f"{target}/model.onnx missing: run `rerankd export --onnx {path} {target}` first")
+    return str(target)
+
+
 def optimum_scorer(path: str) -> Scorer:
     import numpy as np
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = ORTModelForSequenceClassification.from_pretrained(path, export=True, provider="CPUExecutionProvider")
+    model = ORTModelForSequenceClassification.from_pretrained(onnx_folder(path), provider="CPUExecutionProvider")
 
     def score(query: str, documents: list[str]) -> list[float]:
         out: list[float] = []
@@ -83,7 +116,8 @@ def main() -> None:
     if engine == "optimum":
         scorer = optimum_scorer(path)
     elif engine in ("infinity", "infinity-optimum"):
-        scorer = infinity_scorer(path, "torch" if engine == "infinity" else "optimum")
+        optimum = engine == "infinity-optimum"
+        scorer = infinity_scorer(onnx_folder(path) if optimum else path, "optimum" if optimum else "torch")
     else:
         raise SystemExit(f"unknown peer engine {engine!r}")
     protocol.write(json.dumps({"ready": True, "load_seconds": time.perf_counter() - started}) + "\n")
