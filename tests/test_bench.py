@@ -33,7 +33,7 @@ def test_bench_report_on_a_tiny_cross_encoder(bert_ce: Path) -> None:
 
 
 def test_matmul_peak_is_measured() -> None:
-    assert matmul_peak_gflops(torch.float32, torch.device("cpu"), seconds=0.05, size=256) > 0.1
+    assert matmul_peak_gflops(torch.float32, torch.device("cpu"), seconds=0.05, sizes=(256,), trials=1) > 0.1
 
 
 def test_bench_cli_json(bert_ce: Path) -> None:
