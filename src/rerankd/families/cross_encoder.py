@@ -37,6 +37,7 @@ from rerankd.families.base import (
     pair_special_count,
 )
 from rerankd.families.encoder_backend import encoder_model, model_device
+from rerankd.families.first_token import trim_last_layer
 from rerankd.loading import ModelFiles, model_load_kwargs
 
 logger = logging.getLogger(__name__)
@@ -155,9 +156,11 @@ def load_cross_encoder(
     tokenizer = AutoTokenizer.from_pretrained(str(files.path), trust_remote_code=trust_remote_code)
 
     def build() -> torch.nn.Module:
-        return AutoModelForSequenceClassification.from_pretrained(
+        model = AutoModelForSequenceClassification.from_pretrained(
             str(files.path), dtype=dtype, **model_load_kwargs(files, trust_remote_code)
         )
+        trim_last_layer(model)  # the head reads position 0 only: skip the rest of the last layer (torch and ONNX)
+        return model
 
     model = encoder_model(files.path, build, tokenizer, "cross-encoder", device, dtype, options)
     return CrossEncoderFamily(model, tokenizer, files.config, options)

@@ -1,0 +1,91 @@
+"""Skip the work nobody reads: the last encoder layer of a first-token-pooled cross-encoder.
+
+A BERT / RoBERTa / XLM-R sequence classifier reads only position 0 of the last layer (BERT's pooler and
+RoBERTa's classification head both take ``hidden[:, 0]``). The other positions' last-layer outputs are
+computed and thrown away. :func:`trim_last_layer` swaps that layer for :class:`FirstTokenLayer`, which uses the
+same weights but computes the query, attention and feed-forward for position 0 only (keys and values still
+come from every position). Same arithmetic for the row that is read; the saving is about 1/num_layers of the
+forward pass (1/6 on MiniLM-L6, 1/12 on base models).
+
+Applied only where the layout is the one described (absolute positions, no decoder, no cross-attention);
+anything else keeps the stock layer.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+logger = logging.getLogger(__name__)
+
+FIRST_TOKEN_HEADS = (
+    "BertForSequenceClassification",
+    "RobertaForSequenceClassification",
+    "XLMRobertaForSequenceClassification",
+)
+
+
+class FirstTokenLayer(nn.Module):
+    """A BERT-style encoder layer that returns only position 0: shape (batch, 1, hidden)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Same signature as the wrapped layer; encoder-decoder arguments are not used by encoder classifiers."""
+        layer: Any = self.layer
+        attention = layer.attention.self
+        batch, length = hidden_states.shape[0], hidden_states.shape[1]
+        first = hidden_states[:, :1]
+        head = attention.attention_head_size
+        query = attention.query(first).view(batch, 1, -1, head).transpose(1, 2)
+        key = attention.key(hidden_states).view(batch, length, -1, head).transpose(1, 2)
+        value = attention.value(hidden_states).view(batch, length, -1, head).transpose(1, 2)
+        if attention_mask is not None and attention_mask.dim() == 4:
+            attention_mask = attention_mask[:, :, :1, :]  # the first query row; bool or additive, as sdpa takes
+        context = functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, scale=attention.scaling
+        )
+        context = context.transpose(1, 2).reshape(batch, 1, -1)
+        attended = layer.attention.output(context, first)
+        return layer.output(layer.intermediate(attended), attended)
+
+
+def _eligible(model: nn.Module) -> str | None:
+    """Why the model cannot be trimmed, or None when it can."""
+    config = getattr(model, "config", None)
+    if type(model).__name__ not in FIRST_TOKEN_HEADS or config is None:
+        return "not a BERT/RoBERTa/XLM-R sequence classifier"
+    if getattr(config, "position_embedding_type", "absolute") not in ("absolute", None):
+        return "relative position embeddings"
+    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+        return "decoder or cross-attention layout"
+    if getattr(config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
+        return f"attention implementation {config._attn_implementation}"
+    layers = getattr(getattr(getattr(model, "base_model", None), "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList) or len(layers) < 1:
+        return "no encoder.layer list"
+    last = layers[-1]
+    parts = ("attention", "intermediate", "output")
+    if not all(hasattr(last, name) for name in parts) or not hasattr(last.attention, "self"):
+        return "unexpected layer structure"
+    return None
+
+
+def trim_last_layer(model: nn.Module) -> bool:
+    """Replace the last encoder layer by a :class:`FirstTokenLayer` when that is exact; True if done."""
+    reason = _eligible(model)
+    if reason is not None:
+        logger.debug("keeping the full last layer: %s", reason)
+        return False
+    layers: Any = model.base_model.encoder.layer  # type: ignore[union-attr]
+    if not isinstance(layers[-1], FirstTokenLayer):
+        layers[-1] = FirstTokenLayer(layers[-1])
+    return True
