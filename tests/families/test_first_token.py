@@ -20,7 +20,9 @@ PAIRS = [
 
 def _logits(model: torch.nn.Module, path: Path) -> torch.Tensor:
     tokenizer = AutoTokenizer.from_pretrained(str(path))
-    inputs = tokenizer([q for q, _ in PAIRS], [d for _, d in PAIRS], padding=True, truncation=True, max_length=64, return_tensors="pt")
+    inputs = tokenizer(
+        [q for q, _ in PAIRS], [d for _, d in PAIRS], padding=True, truncation=True, max_length=64, return_tensors="pt"
+    )
     with torch.inference_mode():
         return model(**inputs).logits
 

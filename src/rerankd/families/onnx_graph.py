@@ -23,6 +23,9 @@ from rerankd.errors import MissingDependency
 logger = logging.getLogger(__name__)
 
 OPSET = 17
+# Bumped whenever the exported computation changes (2: cross-encoders' last layer computes position 0 only), so
+# graphs cached by an older rerankd are not reused.
+GRAPH_VERSION = 2
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model_int8.onnx"
 OutputName = Literal["logits", "last_hidden_state"]

@@ -12,8 +12,8 @@ Where the graph comes from, for a model folder F (the folder with the transforme
    the cache.
 2. Otherwise the torch weights are exported on the fly, once, into the cache folder: ``$RERANKD_ONNX_CACHE``,
    else ``$XDG_CACHE_HOME/rerankd/onnx``, else ``~/.cache/rerankd/onnx``; one sub-folder per model folder,
-   keyed on its path, its files' sizes and mtimes, the graph's inputs/output and the torch version. A folder
-   with neither a graph nor torch weights raises :class:`~rerankd.errors.ModelNotFound`.
+   keyed on its path, its files' sizes and mtimes, the graph's inputs/output, rerankd's graph version and the
+   torch version. A folder with neither a graph nor torch weights raises :class:`~rerankd.errors.ModelNotFound`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,15 @@ import numpy as np
 import torch
 
 from rerankd.errors import DeviceUnavailable, MissingDependency, ModelNotFound, UnsupportedModel
-from rerankd.families.onnx_graph import INT8_FILE, ONNX_FILE, OPSET, OutputName, export_model, quantize_onnx
+from rerankd.families.onnx_graph import (
+    GRAPH_VERSION,
+    INT8_FILE,
+    ONNX_FILE,
+    OPSET,
+    OutputName,
+    export_model,
+    quantize_onnx,
+)
 from rerankd.runtime.devices import physical_cores
 
 logger = logging.getLogger(__name__)
@@ -141,7 +149,9 @@ def cache_folder(folder: Path, input_names: Sequence[str], output: OutputName) -
         if file.is_file() and file.suffix in _FINGERPRINT_SUFFIXES:
             stat = file.stat()
             digest.update(f"{file.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    digest.update(f"{','.join(input_names)}->{output}|opset{OPSET}|torch{torch.__version__}".encode())
+    digest.update(
+        f"{','.join(input_names)}->{output}|opset{OPSET}|graph{GRAPH_VERSION}|torch{torch.__version__}".encode()
+    )
     return cache_root() / f"{folder.name}-{digest.hexdigest()[:16]}"
 
 
