@@ -61,14 +61,23 @@ def flag_engine(path: Path) -> Engine:
     return Engine("FlagReranker", lambda pairs: list(model.compute_score(pairs, normalize=False)))
 
 
+def export_stock_graph(path: Path, out: Path) -> None:
+    """The ONNX peers' graph: rerankd's exporter on the stock model, i.e. with rerankd's own saving (the
+    position-0-only last layer, families/first_token.py) switched off, so peers are not given rerankd's work."""
+    from unittest import mock
+
+    from rerankd.export import export_onnx
+
+    with mock.patch("rerankd.families.cross_encoder.trim_last_layer", lambda model: False):
+        export_onnx(str(path), out)
+
+
 def peer_engine(path: Path, engine: str, label: str) -> Engine:
     from benchmarks.peers.remote import RemotePeer
 
     onnx = path.with_name(path.name + "-onnx")
-    if engine != "infinity" and not (onnx / "model.onnx").is_file():  # the ONNX peers load rerankd's export
-        from rerankd.export import export_onnx
-
-        export_onnx(str(path), onnx)
+    if engine != "infinity" and not (onnx / "model.onnx").is_file():
+        export_stock_graph(path, onnx)
 
     peer = RemotePeer(engine, path, torch.get_num_threads())
     return Engine(label, peer.score, clock=lambda: peer.last_seconds)

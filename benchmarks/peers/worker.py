@@ -78,7 +78,7 @@ def onnx_folder(path: str) -> str:
 
     target = Path(path).with_name(Path(path).name + "-onnx")
     if not (target / "model.onnx").is_file():
-        raise SystemExit(f"{target}/model.onnx missing: run `rerankd export --onnx {path} {target}` first")
+        raise SystemExit(f"{target}/model.onnx missing: benchmarks/run_rerank.py exports it")
     return str(target)
 
 
