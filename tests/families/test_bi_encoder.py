@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rerankd import InvalidInput, Reranker
+from rerankd.families.first_token import FirstTokenLayer
 from tests.tiny_models import corpus
 
 TEXTS = [
@@ -70,8 +71,11 @@ def test_pooling_modes_match_sentence_transformers(pooling: str, bert_ce: Path, 
     st.save(str(folder))
     texts = corpus(seed=5, n=7, min_words=2, max_words=80)
     ref = st.encode(texts, normalize_embeddings=True)
-    ours = Reranker.from_pretrained(str(folder), device="cpu").embed(texts)
+    model = Reranker.from_pretrained(str(folder), device="cpu")
+    ours = model.embed(texts)
     assert np.abs(ours - ref).max() < 1e-5
+    last = model.family.model.encoder.layer[-1]  # type: ignore[union-attr]
+    assert isinstance(last, FirstTokenLayer) == (pooling == "cls")  # CLS pooling reads position 0 only
 
 
 def test_embed_needs_a_bi_encoder(bert_ce: Path) -> None:

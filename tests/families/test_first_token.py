@@ -54,3 +54,11 @@ def test_other_layouts_are_left_alone(bert_ce: Path) -> None:
     model.config.position_embedding_type = "relative_key"
     assert not trim_last_layer(model)
     assert not trim_last_layer(torch.nn.Linear(2, 2))
+
+
+def test_bare_encoders_need_first_token_pooling(bert_ce: Path) -> None:
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(str(bert_ce))
+    assert not trim_last_layer(encoder)  # a bare encoder's every position may be read (mean pooling)
+    assert trim_last_layer(encoder, first_token_pooling=True)

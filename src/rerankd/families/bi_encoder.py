@@ -30,6 +30,7 @@ from rerankd.families.base import (
     single_special_count,
 )
 from rerankd.families.encoder_backend import encoder_model, model_device
+from rerankd.families.first_token import trim_last_layer
 from rerankd.loading import ModelFiles, model_load_kwargs
 
 _DECODER_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3", "minicpm"}
@@ -164,6 +165,8 @@ def load_bi_encoder(
         return AutoModel.from_pretrained(folder, dtype=dtype, **model_load_kwargs(files, trust_remote_code))
 
     model = encoder_model(layout.transformer_dir, build, tokenizer, "bi-encoder", device, dtype, options)
+    if pooling == "cls" and isinstance(model, torch.nn.Module):  # torch only: cached ONNX graphs serve any pooling
+        trim_last_layer(model, first_token_pooling=True)
     max_length = options.max_length or layout.max_length or min(int(tokenizer.model_max_length), 512)
     prompt = options.query_instruction if options.query_instruction is not None else layout.query_prompt
     return BiEncoderFamily(model, tokenizer, pooling, max_length, prompt)

@@ -27,6 +27,8 @@ FIRST_TOKEN_HEADS = (
     "RobertaForSequenceClassification",
     "XLMRobertaForSequenceClassification",
 )
+# Bare encoders qualify only when their caller reads position 0 alone (a CLS-pooled bi-encoder).
+BARE_ENCODERS = ("BertModel", "RobertaModel", "XLMRobertaModel")
 
 
 class FirstTokenLayer(nn.Module):
@@ -58,11 +60,12 @@ class FirstTokenLayer(nn.Module):
         return layer.output(layer.intermediate(attended), attended)
 
 
-def _eligible(model: nn.Module) -> str | None:
+def _eligible(model: nn.Module, bare: bool) -> str | None:
     """Why the model cannot be trimmed, or None when it can."""
     config = getattr(model, "config", None)
-    if type(model).__name__ not in FIRST_TOKEN_HEADS or config is None:
-        return "not a BERT/RoBERTa/XLM-R sequence classifier"
+    kinds = FIRST_TOKEN_HEADS + (BARE_ENCODERS if bare else ())
+    if type(model).__name__ not in kinds or config is None:
+        return "not a BERT/RoBERTa/XLM-R sequence classifier" + (" or encoder" if bare else "")
     if getattr(config, "position_embedding_type", "absolute") not in ("absolute", None):
         return "relative position embeddings"
     if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
@@ -79,9 +82,13 @@ def _eligible(model: nn.Module) -> str | None:
     return None
 
 
-def trim_last_layer(model: nn.Module) -> bool:
-    """Replace the last encoder layer by a :class:`FirstTokenLayer` when that is exact; True if done."""
-    reason = _eligible(model)
+def trim_last_layer(model: nn.Module, *, first_token_pooling: bool = False) -> bool:
+    """Replace the last encoder layer by a :class:`FirstTokenLayer` when that is exact; True if done.
+
+    ``first_token_pooling=True`` declares that the caller reads only position 0 of a bare encoder's output (CLS
+    pooling), which makes bare BERT/RoBERTa/XLM-R encoders eligible too; their ``last_hidden_state`` then has
+    length 1."""
+    reason = _eligible(model, first_token_pooling)
     if reason is not None:
         logger.debug("keeping the full last layer: %s", reason)
         return False
