@@ -46,3 +46,25 @@ def test_bench_cli_json(bert_ce: Path) -> None:
 def test_bench_cli_unknown_workload() -> None:
     result = CliRunner().invoke(app, ["bench", "x", "--workload", "nope"])
     assert result.exit_code == 2 and "unknown workload" in result.output
+
+
+def test_flop_count_leaves_out_the_skipped_last_layer_rows(bert_ce: Path) -> None:
+    """The trimmed last layer runs Q, output, FFN and attention for one row; K and V for every row."""
+    from rerankd import Reranker
+    from rerankd.benchmark import _work
+
+    reranker = Reranker.from_pretrained(str(bert_ce), device="cpu", dtype="float32")
+    lengths = [40, 40, 40]
+    _, trimmed = _work(reranker, lengths)
+    layers = reranker.family.model.base_model.encoder.layer  # type: ignore[union-attr]
+    wrapper = layers[-1]
+    layers[-1] = wrapper.layer  # the stock layer
+    _, full = _work(reranker, lengths)
+    layers[-1] = wrapper
+    hidden = reranker.family.model.config.hidden_size  # type: ignore[union-attr]
+    attention = wrapper.layer.attention.self
+    shared = sum(p.numel() for p in (*attention.key.parameters(), *attention.value.parameters()))
+    first_only = sum(p.numel() for p in wrapper.parameters()) - shared
+    expected = 3 * 39 * (2 * first_only + 4 * hidden * 40) / 1e9
+    assert full is not None and trimmed is not None
+    assert full - trimmed == pytest.approx(expected, rel=1e-9)

@@ -2,7 +2,8 @@
 GFLOP/s against this machine's measured matmul peak, and padding waste, on a seeded workload.
 
 Achieved GFLOP/s counts the dense work only: 2 x (non-embedding parameters) x (computed tokens, padding
-included) per forward pass, plus the attention products 4 x layers x hidden x sum(seq^2); it is an estimate.
+included) per forward pass, plus the attention products 4 x layers x hidden x sum(seq^2), less what a
+position-0-only last layer skips; it is an estimate.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from rerankd.families.base import CallOptions, Embedder
+from rerankd.families.first_token import FirstTokenLayer
 from rerankd.reranker import Reranker
 from rerankd.runtime.planner import padding_waste, plan_batches
 from rerankd.workloads import WORKLOADS, Workload
@@ -70,8 +72,9 @@ def matmul_peak_gflops(
     return best
 
 
-def _dense_shape(reranker: Reranker) -> tuple[int, int, int] | None:
-    """(non-embedding parameters, layers, hidden) of a torch family's model, or None."""
+def _dense_shape(reranker: Reranker) -> tuple[int, int, int, int] | None:
+    """(non-embedding parameters, layers, hidden, parameters of a position-0-only last layer that only
+    position 0 uses, 0 when the last layer is not trimmed) of a torch family's model, or None."""
     model = getattr(reranker.family, "model", None)
     if not isinstance(model, torch.nn.Module):
         return None
@@ -79,7 +82,14 @@ def _dense_shape(reranker: Reranker) -> tuple[int, int, int] | None:
     config = getattr(model, "config", None)
     layers = int(getattr(config, "num_hidden_layers", 0) or 0)
     hidden = int(getattr(config, "hidden_size", 0) or 0)
-    return params, layers, hidden
+    first_only = 0
+    last = getattr(getattr(getattr(model, "base_model", None), "encoder", None), "layer", [None])[-1]
+    if isinstance(last, FirstTokenLayer):
+        layer: Any = last.layer
+        attention = layer.attention.self  # keys and values are still computed for every position
+        shared = sum(p.numel() for p in (*attention.key.parameters(), *attention.value.parameters()))
+        first_only = sum(p.numel() for p in last.parameters()) - shared
+    return params, layers, hidden, first_only
 
 
 def _encoded_lengths(reranker: Reranker, workload: Workload) -> list[int]:
@@ -100,11 +110,13 @@ def _work(reranker: Reranker, lengths: list[int]) -> tuple[float, float | None]:
     shape = _dense_shape(reranker)
     if shape is None:
         return waste, None
-    params, layers, hidden = shape
+    params, layers, hidden, first_only = shape
     flops = 0.0
     for batch in plan:
-        width = max(lengths[i] for i in batch)
-        flops += 2 * params * width * len(batch) + 4 * layers * hidden * width * width * len(batch)
+        width, rows = max(lengths[i] for i in batch), len(batch)
+        flops += 2 * params * width * rows + 4 * layers * hidden * width * width * rows
+        if first_only:  # the trimmed last layer: one query row instead of `width`
+            flops -= (2 * first_only + 4 * hidden * width) * (width - 1) * rows
     return waste, flops / 1e9
 
 
