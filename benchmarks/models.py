@@ -124,34 +124,12 @@ def english_corpus(seed: int = 7, n: int = 6000) -> list[str]:
     return ["yes", "no", "Yes", "No"] * 50 + [PROMPT_TEXT] * 20 + [passage(rng, rng.randint(20, 120)) for _ in range(n)]
 
 
-def _trained_vocab(tokenizer: object) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    model = json.loads(tokenizer.to_str())["model"]  # type: ignore[attr-defined]
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return dict(model["vocab"]), merges  # type: ignore[return-value]
-
-
 def qwen3_tokenizer() -> object:
-    """Byte-level BPE in Qwen2's pipeline (its pre-tokenizer regex), Qwen3's specials, "yes"/"no" single tokens."""
-    from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
+    """Byte-level BPE in Qwen2's pipeline (its pre-tokenizer regex), Qwen3's specials, "yes"/"no" single tokens:
+    the tests' builder trained at real size on the benchmark corpus."""
+    from tests.llm_yes_no.tiny_llms import qwen_tokenizer
 
-    trainer_tok = Tokenizer(models.BPE())
-    trainer_tok.normalizer = normalizers.NFC()  # type: ignore[assignment]
-    trainer_tok.pre_tokenizer = Qwen2Tokenizer().backend_tokenizer.pre_tokenizer
-    trainer = trainers.BpeTrainer(  # type: ignore[call-arg]
-        vocab_size=BPE_VOCAB,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=["<|endoftext|>"],
-        show_progress=False,
-    )
-    trainer_tok.train_from_iterator(english_corpus(), trainer)
-    vocab, merges = _trained_vocab(trainer_tok)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in ("<|im_start|>", "<|im_end|>")])
-    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in ("<think>", "</think>")])
-    for word in ("yes", "no"):
-        assert tokenizer.tokenize(word) == [word], word
-    return tokenizer
+    return qwen_tokenizer(english_corpus(), BPE_VOCAB)
 
 
 def build_qwen3_0_6b(folder: Path) -> None:
@@ -183,42 +161,18 @@ def build_qwen3_0_6b(folder: Path) -> None:
 
 
 def minicpm_tokenizer() -> object:
-    """Llama-style BPE ("▁" spaces, byte fallback) with MiniCPM's <unk>/<s>/</s>, pad = <unk>."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaTokenizer
+    """Llama-style BPE ("\u2581" spaces, byte fallback) with MiniCPM's <unk>/<s>/</s>, pad = <unk>: the tests'
+    builder trained at real size on the benchmark corpus."""
+    from tests.llm_minicpm.tiny_minicpm import llama_tokenizer
 
-    specials = ["<unk>", "<s>", "</s>"]
-    trainer_tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
-    trainer_tok.pre_tokenizer = pre_tokenizers.Metaspace(  # type: ignore[assignment]
-        replacement="\u2581", prepend_scheme="first", split=True
-    )
-    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, special_tokens=specials, show_progress=False)  # type: ignore
-    trainer_tok.train_from_iterator(english_corpus(), trainer)
-    trained, merges = _trained_vocab(trainer_tok)
-    ordered = specials + [f"<0x{b:02X}>" for b in range(256)]
-    ordered += [tok for tok, _ in sorted(trained.items(), key=lambda kv: kv[1]) if tok not in specials]
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(ordered))}
-    return LlamaTokenizer(vocab=vocab, merges=merges, pad_token="<unk>")
-
-
-def _flag_layerwise_classes() -> tuple[object, object]:
-    from FlagEmbedding.inference.reranker.decoder_only.models.configuration_minicpm_reranker import (
-        LayerWiseMiniCPMConfig,
-    )
-    from FlagEmbedding.inference.reranker.decoder_only.models.modeling_minicpm_reranker import (
-        LayerWiseMiniCPMForCausalLM,
-    )
-
-    return LayerWiseMiniCPMConfig, LayerWiseMiniCPMForCausalLM
+    return llama_tokenizer(english_corpus(), BPE_VOCAB)
 
 
 def build_minicpm_layerwise(folder: Path, hidden: int = 384, heads: int = 6) -> None:
     """bge-reranker-v2-minicpm-layerwise's architecture (40 layers, heads for layers 8..40, MiniCPM scaling
     scale_emb 12 / scale_depth 1.4 / dim_model_base 256, vocab 122,753) at reduced width (head_dim 64 as the
     real model; MLP 2.5x hidden as 5760/2304). Parameter names come from FlagEmbedding's shipped class."""
-    import math
-
-    from safetensors.torch import save_file
+    from tests.llm_minicpm.tiny_minicpm import flag_shapes, random_state, save_folder
 
     tokenizer = minicpm_tokenizer()
     config = {
@@ -249,27 +203,7 @@ def build_minicpm_layerwise(folder: Path, hidden: int = 384, heads: int = 6) -> 
         "tie_word_embeddings": False,
         "torch_dtype": "float32",
     }
-    config_cls, model_cls = _flag_layerwise_classes()
-    flag_config = config_cls(**config)  # type: ignore[operator]
-    flag_config.rope_scaling = None
-    model_cls._tied_weights_keys = None  # type: ignore[attr-defined]
-    with torch.device("meta"):
-        shapes = {name: t.shape for name, t in model_cls(flag_config).state_dict().items()}  # type: ignore
-    generator = torch.Generator().manual_seed(0)
-    state = {}
-    for name, shape in sorted(shapes.items()):
-        noise = torch.randn(shape, generator=generator)
-        if name.endswith("norm.weight"):
-            state[name] = 1.0 + 0.2 * noise
-        elif "embed_tokens" in name:
-            state[name] = 0.1 * noise
-        elif "lm_head" in name:
-            state[name] = 0.5 * noise
-        else:
-            state[name] = noise / math.sqrt(shape[-1])
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
-    tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+    save_folder(folder, config, random_state(flag_shapes(config), seed=0), tokenizer)
 
 
 BUILDERS["qwen3-0.6b"] = build_qwen3_0_6b

@@ -118,27 +118,14 @@ def official_qwen3(path: Path, batch_size: int) -> Engine:
 
 
 def _flag_model_loader() -> Any:
-    """FlagEmbedding's LayerWiseMiniCPMForCausalLM loaded the way that works under transformers 5 (MODELS.md §3):
-    rope_scaling None, ``_tied_weights_keys`` neutralised, built from config and filled with load_state_dict
-    (plain ``from_pretrained`` leaves the rotary buffers uninitialised: NaN scores)."""
-    import json
-
-    from safetensors.torch import load_file
-
-    from benchmarks.models import _flag_layerwise_classes
+    """FlagEmbedding's LayerWiseMiniCPMForCausalLM loaded the way that works under transformers 5 (MODELS.md §3),
+    as the parity tests load it (tests/llm_minicpm/tiny_minicpm.flag_layerwise)."""
+    from tests.llm_minicpm.tiny_minicpm import flag_layerwise as load_flag_layerwise
 
     class Loader:
         @staticmethod
         def from_pretrained(name: str, **_: Any) -> Any:
-            config_cls, model_cls = _flag_layerwise_classes()
-            config = config_cls(**json.loads((Path(name) / "config.json").read_text()))  # type: ignore[operator]
-            config.rope_scaling = None
-            config.use_cache = False
-            config._attn_implementation = "sdpa"
-            model_cls._tied_weights_keys = None  # type: ignore[attr-defined]
-            model = model_cls(config)  # type: ignore[operator]
-            model.load_state_dict(load_file(str(Path(name) / "model.safetensors")), strict=True)
-            return model.eval()
+            return load_flag_layerwise(Path(name))
 
     return Loader
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
 import string
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -159,3 +161,11 @@ def corpus(seed: int, n: int, min_words: int, max_words: int) -> list[str]:
     rng = random.Random(seed)
     words = make_words()
     return [sentence(rng, words, rng.randint(min_words, max_words)) for _ in range(n)]
+
+
+def vocab_and_merges(trained: Any) -> tuple[dict[str, int], list[tuple[str, ...]]]:
+    """A trained ``tokenizers`` BPE model's vocabulary and merges (as (left, right) pairs, the form the BPE
+    constructors of transformers' tokenizers take)."""
+    model = json.loads(trained.to_str())["model"]
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return dict(model["vocab"]), merges

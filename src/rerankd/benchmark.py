@@ -85,10 +85,7 @@ def _dense_shape(reranker: Reranker) -> tuple[int, int, int, int] | None:
     first_only = 0
     last = getattr(getattr(getattr(model, "base_model", None), "encoder", None), "layer", [None])[-1]
     if isinstance(last, FirstTokenLayer):
-        layer: Any = last.layer
-        attention = layer.attention.self  # keys and values are still computed for every position
-        shared = sum(p.numel() for p in (*attention.key.parameters(), *attention.value.parameters()))
-        first_only = sum(p.numel() for p in last.parameters()) - shared
+        first_only = last.first_row_parameters()
     return params, layers, hidden, first_only
 
 

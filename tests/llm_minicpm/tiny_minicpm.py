@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from tests.tiny_models import corpus, make_words
+from tests.tiny_models import corpus, make_words, vocab_and_merges
 
 N_LAYERS = 10
 START_LAYER = 2
@@ -76,18 +76,20 @@ def reranker_config(vocab_size: int, *, is_causal: bool = False) -> dict[str, An
     )
 
 
-def llama_tokenizer() -> Any:
+def llama_tokenizer(texts: list[str] | None = None, vocab_size: int = 500) -> Any:
+    """Llama-style BPE ("\u2581" spaces, byte fallback) with MiniCPM's <unk>/<s>/</s>, pad = <unk>. Trained on
+    ``texts`` (default: the tests' toy texts); benchmarks/models.py trains it at real size."""
     from transformers import LlamaTokenizer
 
     trainer_tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     trainer_tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=True)
-    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=SPECIALS, show_progress=False)
-    texts = [PROMPT_TEXT] * 5 + [" ".join(make_words())] * 3 + corpus(seed=21, n=200, min_words=5, max_words=25)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False)
+    if texts is None:
+        texts = [PROMPT_TEXT] * 5 + [" ".join(make_words())] * 3 + corpus(seed=21, n=200, min_words=5, max_words=25)
     trainer_tok.train_from_iterator(texts, trainer)
-    model = json.loads(trainer_tok.to_str())["model"]
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    trained, merges = vocab_and_merges(trainer_tok)
     ordered = SPECIALS + [f"<0x{b:02X}>" for b in range(256)]
-    ordered += [tok for tok, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1]) if tok not in SPECIALS]
+    ordered += [tok for tok, _ in sorted(trained.items(), key=lambda kv: kv[1]) if tok not in SPECIALS]
     vocab = {tok: i for i, tok in enumerate(dict.fromkeys(ordered))}
     return LlamaTokenizer(vocab=vocab, merges=merges, pad_token="<unk>")
 
@@ -120,7 +122,7 @@ def flag_layerwise(folder: Path) -> Any:
     return model.eval()
 
 
-def _random_state(shapes: dict[str, torch.Size], seed: int) -> dict[str, torch.Tensor]:
+def random_state(shapes: dict[str, torch.Size], seed: int) -> dict[str, torch.Tensor]:
     """Seeded weights at a scale that keeps activations O(1) and spreads the head outputs."""
     generator = torch.Generator().manual_seed(seed)
     state = {}
@@ -137,7 +139,7 @@ def _random_state(shapes: dict[str, torch.Size], seed: int) -> dict[str, torch.T
     return state
 
 
-def _flag_shapes(config: dict[str, Any]) -> dict[str, torch.Size]:
+def flag_shapes(config: dict[str, Any]) -> dict[str, torch.Size]:
     config_cls, model_cls = flag_classes()
     flag_config = config_cls(**config)
     flag_config.rope_scaling = None
@@ -161,14 +163,14 @@ def save_folder(folder: Path, config: dict[str, Any], state: dict[str, torch.Ten
 def build_layerwise(folder: Path, seed: int = 0) -> Path:
     tokenizer = llama_tokenizer()
     config = layerwise_config(len(tokenizer))
-    return save_folder(folder, config, _random_state(_flag_shapes(config), seed), tokenizer)
+    return save_folder(folder, config, random_state(flag_shapes(config), seed), tokenizer)
 
 
 def reranker_state(config: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
     """Body keys as in the layerwise checkpoint (``model.*``) plus the Llama-style ``score`` head."""
-    shapes = {k: v for k, v in _flag_shapes(config).items() if k.startswith("model.")}
+    shapes = {k: v for k, v in flag_shapes(config).items() if k.startswith("model.")}
     shapes["score.weight"] = torch.Size([1, config["hidden_size"]])
-    return _random_state(shapes, seed)
+    return random_state(shapes, seed)
 
 
 def build_reranker(folder: Path, seed: int = 1, *, is_causal: bool = False) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from rerankd.families.base import ModelOptions
 from rerankd.loading import resolve_model
 from rerankd.registry import detect_family
 from rerankd.reranker import ModelInfo
-from tests.tiny_models import corpus, make_words
+from tests.tiny_models import corpus, make_words, vocab_and_merges
 
 QWEN_SPECIALS = ["<|im_start|>", "<|im_end|>"]
 QWEN_ADDED = ["<think>", "</think>"]
@@ -33,15 +32,9 @@ def _training_texts() -> list[str]:
     return answers + [TEMPLATE_TEXT] * 5 + [" ".join(words)] * 3 + corpus(seed=11, n=200, min_words=5, max_words=25)
 
 
-def _vocab_and_merges(tokenizer: Tokenizer) -> tuple[dict[str, int], Any]:
-    """The trained vocabulary and merges (as (left, right) pairs, the form the BPE model takes)."""
-    model = json.loads(tokenizer.to_str())["model"]
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return dict(model["vocab"]), merges
-
-
-def qwen_tokenizer() -> Any:
-    """A byte-level BPE tokenizer in Qwen2's pipeline with Qwen3's chat specials; "yes"/"no" single tokens."""
+def qwen_tokenizer(texts: list[str] | None = None, vocab_size: int = 700) -> Any:
+    """A byte-level BPE tokenizer in Qwen2's pipeline with Qwen3's chat specials; "yes"/"no" single tokens.
+    Trained on ``texts`` (default: the tests' toy texts); benchmarks/models.py trains it at real size."""
     from tokenizers import AddedToken
     from transformers import Qwen2Tokenizer
 
@@ -49,13 +42,13 @@ def qwen_tokenizer() -> Any:
     trainer_tok.normalizer = normalizers.NFC()
     trainer_tok.pre_tokenizer = Qwen2Tokenizer().backend_tokenizer.pre_tokenizer
     trainer = trainers.BpeTrainer(
-        vocab_size=700,
+        vocab_size=vocab_size,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         special_tokens=["<|endoftext|>"],
         show_progress=False,
     )
-    trainer_tok.train_from_iterator(_training_texts(), trainer)
-    vocab, merges = _vocab_and_merges(trainer_tok)
+    trainer_tok.train_from_iterator(_training_texts() if texts is None else texts, trainer)
+    vocab, merges = vocab_and_merges(trainer_tok)
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIALS])
     tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN_ADDED])
@@ -74,7 +67,7 @@ def gemma_tokenizer() -> Any:
     trainer_tok.pre_tokenizer = pre_tokenizers.Split("\u2581", behavior="merged_with_next")
     trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials, show_progress=False)
     trainer_tok.train_from_iterator(_training_texts(), trainer)
-    trained, merges = _vocab_and_merges(trainer_tok)
+    trained, merges = vocab_and_merges(trainer_tok)
     ordered = specials + [f"<0x{b:02X}>" for b in range(256)]
     ordered += [tok for tok, _ in sorted(trained.items(), key=lambda kv: kv[1]) if tok not in specials]
     vocab = {tok: i for i, tok in enumerate(dict.fromkeys(ordered))}

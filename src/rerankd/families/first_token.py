@@ -38,6 +38,14 @@ class FirstTokenLayer(nn.Module):
         super().__init__()
         self.layer = layer
 
+    def first_row_parameters(self) -> int:
+        """Parameters this layer applies to position 0 only (all but the key and value projections, which
+        still see every position): what it saves per skipped row, for FLOP accounting."""
+        layer: Any = self.layer
+        attention = layer.attention.self
+        shared = sum(p.numel() for p in (*attention.key.parameters(), *attention.value.parameters()))
+        return sum(p.numel() for p in self.parameters()) - shared
+
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any
     ) -> Any:
