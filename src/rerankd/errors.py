@@ -66,6 +66,13 @@ class Overloaded(RerankdError):
         self.retry_after_s = retry_after_s
 
 
+class DeadlineExceeded(Overloaded):
+    """A request did not finish within its time limit; its remaining work was dropped. The API contract
+    serves it like a full queue ("over capacity": 429 with ``Retry-After``), with code ``timeout``."""
+
+    code = "timeout"
+
+
 class NotReady(RerankdError):
     """The model is not loaded yet, or the engine is shutting down."""
 

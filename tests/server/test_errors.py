@@ -161,6 +161,24 @@ def test_429_with_retry_after_when_the_queue_is_full(start_server: ServerFactory
     assert server.metric("rerankd_rejections_total", model="tiny", reason="queue_full") >= 2
 
 
+def test_429_with_code_timeout_when_a_request_times_out(start_server: ServerFactory, slow_bert: Reranker) -> None:
+    server = start_server({"tiny": slow_bert}, request_timeout_s=0.05, retry_after_s=3)
+    body = {"query": QUERY, "documents": [f"document number {i} about pandas" for i in range(400)]}
+    with server.client() as client:
+        late = client.post("/rerank", json=body)
+        tei = client.post("/rerank", json={"query": QUERY, "texts": body["documents"]})
+        assert client.post("/rerank", json={"query": QUERY, "documents": DOCS[:1]}).status_code in (200, 429)
+    error = error_of(late, 429)  # API.md: over capacity is 429 with Retry-After, like a full queue
+    assert late.headers["retry-after"] == "3"
+    assert error.error.code == "timeout" and "did not finish within 0.05 s" in error.message
+    assert tei_error_of(tei, 429).error_type == "overloaded"
+    assert server.metric("rerankd_rejections_total", model="tiny", reason="timeout") >= 2
+    deadline = time.monotonic() + 20  # the timed-out requests' queued pairs are dropped, not left behind
+    while server.metric("rerankd_queue_depth", model="tiny") > 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 def test_503_while_loading_and_when_loading_failed(start_server: ServerFactory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     server = start_server(models=(f"broken={tmp_path}",), wait_ready=False)
     with server.client() as client:

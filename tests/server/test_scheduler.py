@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import torch
 
-from rerankd.errors import NotReady, Overloaded
+from rerankd.errors import DeadlineExceeded, NotReady, Overloaded
 from rerankd.families.base import Encoded, FamilyLimits
 from rerankd.runtime.planner import TokenBudget
-from rerankd.runtime.scheduler import DeadlineExceeded, Scheduler, SchedulerConfig
+from rerankd.runtime.scheduler import Scheduler, SchedulerConfig
 
 pytestmark = pytest.mark.timeout(60)
 

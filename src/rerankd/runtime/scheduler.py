@@ -28,7 +28,7 @@ from typing import Protocol
 
 import torch
 
-from rerankd.errors import NotReady, Overloaded
+from rerankd.errors import DeadlineExceeded, NotReady, Overloaded
 from rerankd.families.base import Encoded, FamilyLimits
 from rerankd.runtime.planner import TokenBudget, padded_length, plan_batches
 
@@ -36,12 +36,6 @@ logger = logging.getLogger(__name__)
 
 BatchForward = Callable[[Sequence[Encoded], Hashable], torch.Tensor]
 OLDEST_SHARE = 4  # the oldest ticket gets 1/OLDEST_SHARE of each pool
-
-
-class DeadlineExceeded(Overloaded):
-    """A request did not finish within its time limit; its remaining work was dropped."""
-
-    code = "timeout"
 
 
 class SchedulerObserver(Protocol):
