@@ -3,7 +3,8 @@ GFLOP/s against this machine's measured matmul peak, and padding waste, on a see
 
 Achieved GFLOP/s counts the dense work only: 2 x (non-embedding parameters) x (computed tokens, padding
 included) per forward pass, plus the attention products 4 x layers x hidden x sum(seq^2), less what a
-position-0-only last layer skips; it is an estimate.
+position-0-only last layer skips; it is an estimate. It is left out (n/a) for the ONNX backend and for int8,
+whose arithmetic the float matmul peak does not describe.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class BenchReport:
     family: str
     device: str
     dtype: str
+    backend: str
+    quantize: str | None
     workload: str
     pairs: int
     runs: int
@@ -104,7 +107,7 @@ def _work(reranker: Reranker, lengths: list[int]) -> tuple[float, float | None]:
     """(padding waste, GFLOP of one pass over the workload) for the reranker's batch plan."""
     plan = plan_batches(lengths, reranker.budget, reranker.family.limits.pad_to_multiple_of)
     waste = padding_waste(lengths, plan)
-    shape = _dense_shape(reranker)
+    shape = None if reranker.info.quantize else _dense_shape(reranker)  # int8 has no float matmul peak to match
     if shape is None:
         return waste, None
     params, layers, hidden, first_only = shape
@@ -149,6 +152,8 @@ def run_bench(
         family=reranker.info.family,
         device=reranker.info.device,
         dtype=reranker.info.dtype,
+        backend=reranker.info.backend,
+        quantize=reranker.info.quantize,
         workload=workload,
         pairs=len(lengths),
         runs=runs,

@@ -74,6 +74,8 @@ class ModelInfo:
     max_length: int
     load_seconds: float
     dtype_check: Agreement | None = None  # the dtype="auto" guard's probe agreement, when it ran
+    backend: str = "torch"  # "torch" or "onnx"
+    quantize: str | None = None  # "int8" when the Linear layers run dynamically quantised
 
 
 def default_budget(device: torch.device) -> TokenBudget:
@@ -182,6 +184,8 @@ class Reranker:
             dtype=str(torch_dtype).removeprefix("torch."),
             max_length=loaded.limits.max_length,
             load_seconds=0.0,
+            backend=backend,
+            quantize=quantize,
         )
         reranker = cls(loaded, info, normalize=normalize, truncate=truncate, budget=budget)
         if guarded:

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     batch_tokens: int | None = Field(default=None, ge=16, description="padded tokens per forward pass")
     max_batch_size: int | None = Field(default=None, ge=1)
     truncation: Literal["flag", "longest_first"] = "flag"
+    backend: Literal["torch", "onnx"] = Field(default="torch", description="encoder families: torch or ONNX Runtime")
+    quantize: Literal["int8"] | None = Field(default=None, description="encoder families on CPU: dynamic int8")
+    dtype_guard: bool = Field(default=True, description='dtype="auto": check the reduced dtype on a probe set')
 
     # --- server (`rerankd serve`)
     host: str = Field(default="127.0.0.1", description="interface to bind; 0.0.0.0 exposes the server to the network")
@@ -45,6 +48,11 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=30.0, ge=0, description="SIGTERM: how long in-flight requests may finish")
     log_level: str = "info"
     log_format: Literal["json", "text"] = "json"
+
+    @field_validator("quantize", mode="before")
+    @classmethod
+    def _no_quantization(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "none", "off") else value
 
     @field_validator("models", "api_key", mode="before")
     @classmethod
@@ -114,4 +122,7 @@ class Settings(BaseSettings):
             "batch_tokens": self.batch_tokens,
             "max_batch_size": self.max_batch_size,
             "truncation": self.truncation,
+            "backend": self.backend,
+            "quantize": self.quantize,
+            "dtype_guard": self.dtype_guard,
         }

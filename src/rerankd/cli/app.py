@@ -26,6 +26,8 @@ DtypeOpt = Annotated[str | None, typer.Option(help="auto, float32, float16 or bf
 MaxLenOpt = Annotated[int | None, typer.Option("--max-length", help="Max tokens per input (model default).")]
 FamilyOpt = Annotated[str | None, typer.Option(help="Override family detection (see `rerankd models`).")]
 RemoteOpt = Annotated[bool | None, typer.Option("--trust-remote-code", help="Allow the model's own Python code.")]
+BackendOpt = Annotated[str | None, typer.Option(help="torch or onnx (ONNX Runtime; encoder families).")]
+QuantizeOpt = Annotated[str | None, typer.Option(help="int8: dynamic int8 on CPU (encoder families), or none.")]
 
 
 def make_settings(**flags: Any) -> Settings:

@@ -9,7 +9,19 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from rerankd.cli.app import DeviceOpt, DtypeOpt, FamilyOpt, MaxLenOpt, app, console, err_console, fail, quiet_libraries
+from rerankd.cli.app import (
+    BackendOpt,
+    DeviceOpt,
+    DtypeOpt,
+    FamilyOpt,
+    MaxLenOpt,
+    QuantizeOpt,
+    app,
+    console,
+    err_console,
+    fail,
+    quiet_libraries,
+)
 from rerankd.errors import RerankdError
 from rerankd.workloads import WORKLOADS
 
@@ -38,6 +50,8 @@ def bench(
     dtype: DtypeOpt = None,
     max_length: MaxLenOpt = None,
     family: FamilyOpt = None,
+    backend: BackendOpt = None,
+    quantize: QuantizeOpt = None,
 ) -> None:
     """Measure load time, latency, throughput, memory, GFLOP/s vs the matmul peak, and padding waste."""
     from rerankd.benchmark import run_bench
@@ -45,7 +59,10 @@ def bench(
     if workload not in WORKLOADS:
         fail(f"unknown workload {workload!r}; choose from {', '.join(sorted(WORKLOADS))}")
     quiet_libraries()
+    if backend not in (None, "torch", "onnx") or quantize not in (None, "int8", "none"):
+        fail(f"--backend is torch or onnx and --quantize int8 or none, got {backend!r} / {quantize!r}")
     load = {"device": device or "auto", "dtype": dtype or "auto", "max_length": max_length, "family": family}
+    load |= {"backend": backend or "torch", "quantize": None if quantize in (None, "none") else quantize}
     n_queries = len(WORKLOADS[workload]().queries) * runs
     columns = (TextColumn("benchmarking"), BarColumn(), MofNCompleteColumn())
     try:
@@ -57,7 +74,9 @@ def bench(
     if as_json:
         console.print_json(json.dumps(report.as_dict()))
         return
-    table = Table(title=f"{model} - {report.family}, {report.device}, {report.dtype} - {workload} x {runs}")
+    engine = report.dtype if report.backend == "torch" else f"{report.backend} {report.dtype}"
+    engine += f" {report.quantize}" if report.quantize else ""
+    table = Table(title=f"{model} - {report.family}, {report.device}, {engine} - {workload} x {runs}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     values = report.as_dict()

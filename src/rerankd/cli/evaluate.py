@@ -12,11 +12,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from rerankd.cli.app import (
+    BackendOpt,
     DeviceOpt,
     DtypeOpt,
     FamilyOpt,
     MaxLenOpt,
     ModelOpt,
+    QuantizeOpt,
     RemoteOpt,
     app,
     console,
@@ -152,6 +154,8 @@ def eval_command(
     max_length: MaxLenOpt = None,
     batch_tokens: BatchTokensOpt = None,
     trust_remote_code: RemoteOpt = None,
+    backend: BackendOpt = None,
+    quantize: QuantizeOpt = None,
 ) -> None:
     """Ranking quality on a BEIR-layout dataset: first stage, re-rankers, metrics and A/B tests.
 
@@ -169,6 +173,8 @@ def eval_command(
         max_length=max_length,
         batch_tokens=batch_tokens,
         trust_remote_code=trust_remote_code,
+        backend=backend,
+        quantize=quantize,
     )
     chosen = [] if first_stage_only else (models or [settings.model])
     quiet_libraries()
@@ -257,6 +263,8 @@ def compare(
     batch_tokens: BatchTokensOpt = None,
     family: FamilyOpt = None,
     trust_remote_code: RemoteOpt = None,
+    backend: BackendOpt = None,
+    quantize: QuantizeOpt = None,
 ) -> None:
     """Precision of one configuration of a model against another (device, dtype, batch size, ...).
 
@@ -276,6 +284,8 @@ def compare(
         batch_tokens=batch_tokens,
         family=family,
         trust_remote_code=trust_remote_code,
+        backend=backend,
+        quantize=quantize,
     )
     if rel_error_on not in ("all", "active"):
         fail("--rel-error-on must be 'all' or 'active'")
@@ -326,6 +336,8 @@ def smoke(
     max_length: MaxLenOpt = None,
     family: FamilyOpt = None,
     trust_remote_code: RemoteOpt = None,
+    backend: BackendOpt = None,
+    quantize: QuantizeOpt = None,
 ) -> None:
     """Sanity check: does every relevant passage outrank its irrelevant one?
 
@@ -343,6 +355,8 @@ def smoke(
         max_length=max_length,
         family=family,
         trust_remote_code=trust_remote_code,
+        backend=backend,
+        quantize=quantize,
         normalize=False if raw else None,
     )
     quiet_libraries()

@@ -12,11 +12,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rerankd.cli.app import (
+    BackendOpt,
     DeviceOpt,
     DtypeOpt,
     FamilyOpt,
     MaxLenOpt,
     ModelOpt,
+    QuantizeOpt,
     RemoteOpt,
     app,
     console,
@@ -75,6 +77,8 @@ def rank(
     max_length: MaxLenOpt = None,
     family: FamilyOpt = None,
     trust_remote_code: RemoteOpt = None,
+    backend: BackendOpt = None,
+    quantize: QuantizeOpt = None,
 ) -> None:
     """Rank documents for a query and print them best first."""
     settings = make_settings(
@@ -84,6 +88,8 @@ def rank(
         max_length=max_length,
         family=family,
         trust_remote_code=trust_remote_code,
+        backend=backend,
+        quantize=quantize,
         normalize=False if raw else None,
     )
     documents = read_documents(docs)

@@ -8,7 +8,18 @@ from typing import Annotated
 
 import typer
 
-from rerankd.cli.app import DeviceOpt, DtypeOpt, FamilyOpt, MaxLenOpt, RemoteOpt, app, fail, make_settings
+from rerankd.cli.app import (
+    BackendOpt,
+    DeviceOpt,
+    DtypeOpt,
+    FamilyOpt,
+    MaxLenOpt,
+    QuantizeOpt,
+    RemoteOpt,
+    app,
+    fail,
+    make_settings,
+)
 
 ListOpt = list[str] | None
 
@@ -45,6 +56,8 @@ def serve(
     max_length: MaxLenOpt = None,
     family: FamilyOpt = None,
     trust_remote_code: RemoteOpt = None,
+    backend: BackendOpt = None,
+    quantize: QuantizeOpt = None,
 ) -> None:
     """Serve rerankers over HTTP: Cohere (v1, v2), Jina, TEI, vLLM, Infinity and OpenAI embeddings dialects."""
     settings = make_settings(
@@ -70,6 +83,8 @@ def serve(
         max_length=max_length,
         family=family,
         trust_remote_code=trust_remote_code,
+        backend=backend,
+        quantize=quantize,
     )
     import uvicorn
 

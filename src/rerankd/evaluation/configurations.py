@@ -35,6 +35,10 @@ def _to_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean")
 
 
+def _to_quantize(text: str) -> str | None:
+    return None if text.strip().lower() in ("", "none", "off") else text.strip()
+
+
 def _to_layers(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.replace("+", ",").split(",") if part.strip())
 
@@ -56,6 +60,10 @@ LOAD_KEYS: dict[str, Callable[[str], Any]] = {
     "trust_remote_code": _to_bool,
     "source": str,
     "revision": str,
+    "backend": str,
+    "quantize": _to_quantize,
+    "dtype_guard": _to_bool,
+    "prefix_sharing": _to_bool,
 }
 CALL_KEYS: dict[str, Callable[[str], Any]] = {"instruction": str, "cutoff_layers": _to_layers}
 

@@ -114,7 +114,8 @@ class Engine:
         scheduler = Scheduler(forward, config, observer=self.metrics.observer(name), name=name)
         scheduler.start()
         info = reranker.info
-        fingerprint = settings_digest(info.path, info.family, info.max_length, info.dtype, self.settings.truncation)
+        identity = (info.path, info.family, info.max_length, info.dtype, info.backend, info.quantize)
+        fingerprint = settings_digest(*identity, self.settings.truncation)
         self.models[name] = ServedModel(name, reranker, scheduler, fingerprint)
 
     # ------------------------------------------------------------------ resolution and limits

@@ -144,7 +144,7 @@ async def models(request: Request) -> Response:
         kind: Literal["embedder", "reranker"] = "embedder" if served.reranker.is_embedder else "reranker"
         cards.append(
             s.ModelCard(id=name, created=created, kind=kind, family=info.family, max_length=info.max_length,
-                        device=info.device, dtype=info.dtype)
+                        device=info.device, dtype=info.dtype, backend=info.backend, quantize=info.quantize)
         )  # fmt: skip
     for alias, targets in engine.routes.items():
         cards.append(s.ModelCard(id=alias, created=created, kind="route", routes_to=dict(targets)))

@@ -255,6 +255,8 @@ class ModelCard(ResponseModel):
     max_length: int | None = None
     device: str | None = None
     dtype: str | None = None
+    backend: str | None = None
+    quantize: str | None = None
     routes_to: dict[str, float] | None = None
 
 
