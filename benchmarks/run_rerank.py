@@ -96,6 +96,8 @@ ENGINES: dict[str, Callable[[Path], Engine]] = {
     "infinity": lambda p: peer_engine(p, "infinity", "Infinity (torch)"),
     "infinity-optimum": lambda p: peer_engine(p, "infinity-optimum", "Infinity (optimum/onnx)"),
     "optimum": lambda p: peer_engine(p, "optimum", "optimum ORTModel"),
+    "infinity-optimum-int8": lambda p: peer_engine(p, "infinity-optimum-int8", "Infinity (optimum/onnx int8)"),
+    "optimum-int8": lambda p: peer_engine(p, "optimum-int8", "optimum ORTModel (int8)"),
 }
 
 

@@ -5,11 +5,15 @@ Run with the peers venv's python (benchmarks/peers/setup.sh makes it):
     benchmarks/.venvs/peers/bin/python benchmarks/peers/worker.py ENGINE MODEL_DIR THREADS
 
 ENGINE is one of ``infinity`` (Infinity's Python engine, torch backend), ``infinity-optimum`` (Infinity's
-ONNX Runtime backend through optimum) or ``optimum`` (optimum's ``ORTModelForSequenceClassification`` with the
-model card's batch-of-32 loop). Protocol: one JSON line per request, ``{"query": str, "documents": [str]}``;
-one JSON line per reply, ``{"scores": [float], "seconds": float}`` (raw logits, input order; ``seconds`` is the
-time inside this process, so pipe overhead is not charged to the peer). The first line written is
-``{"ready": true, "load_seconds": float}``. Only the standard library, the peer and numpy are imported here.
+ONNX Runtime backend through optimum), ``optimum`` (optimum's ``ORTModelForSequenceClassification`` with the
+model card's batch-of-32 loop), or ``optimum-int8`` / ``infinity-optimum-int8``: the same two on the graph
+quantised by optimum's own ``ORTQuantizer`` (dynamic int8, ``AutoQuantizationConfig.avx2`` defaults; made once
+into ``MODEL-onnx-int8``, outside the timed part).
+
+Protocol: one JSON line per request, ``{"query": str, "documents": [str]}``; one JSON line per reply,
+``{"scores": [float], "seconds": float}`` (raw logits, input order; ``seconds`` is the time inside this
+process, so pipe overhead is not charged to the peer). The first line written is ``{"ready": true,
+"load_seconds": float}``. Only the standard library, the peer and numpy are imported here.
 """
 
 from __future__ import annotations
@@ -82,13 +86,41 @@ def onnx_folder(path: str) -> str:
     return str(target)
 
 
-def optimum_scorer(path: str) -> Scorer:
+def quantized_folder(path: str) -> str:
+    """The peers' int8 graph: optimum's ``ORTQuantizer`` on the stock fp32 graph with its documented dynamic
+    AVX2 recipe (this machine has AVX2 and no VNNI), plus the tokenizer and config files, in MODEL-onnx-int8.
+    Infinity's ONNX engine prefers a ``*quantized*`` graph on CPU by itself; optimum loads it by file name."""
+    import shutil
+    from pathlib import Path
+
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    source = Path(onnx_folder(path))
+    target = source.with_name(source.name + "-int8")
+    if not (target / QUANTIZED).is_file():
+        target.mkdir(exist_ok=True)
+        for item in source.iterdir():
+            if item.is_file() and item.suffix != ".onnx":
+                shutil.copy2(item, target / item.name)
+        quantizer = ORTQuantizer.from_pretrained(str(source), file_name="model.onnx")
+        quantizer.quantize(AutoQuantizationConfig.avx2(is_static=False), save_dir=str(target))
+    return str(target)
+
+
+QUANTIZED = "model_quantized.onnx"
+
+
+def optimum_scorer(path: str, int8: bool = False) -> Scorer:
     import numpy as np
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = ORTModelForSequenceClassification.from_pretrained(onnx_folder(path), provider="CPUExecutionProvider")
+    folder, file_name = (quantized_folder(path), QUANTIZED) if int8 else (onnx_folder(path), "model.onnx")
+    model = ORTModelForSequenceClassification.from_pretrained(
+        folder, file_name=file_name, provider="CPUExecutionProvider"
+    )
 
     def score(query: str, documents: list[str]) -> list[float]:
         out: list[float] = []
@@ -113,11 +145,13 @@ def main() -> None:
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    if engine == "optimum":
-        scorer = optimum_scorer(path)
-    elif engine in ("infinity", "infinity-optimum"):
-        optimum = engine == "infinity-optimum"
-        scorer = infinity_scorer(onnx_folder(path) if optimum else path, "optimum" if optimum else "torch")
+    if engine in ("optimum", "optimum-int8"):
+        scorer = optimum_scorer(path, int8=engine.endswith("int8"))
+    elif engine == "infinity":
+        scorer = infinity_scorer(path, "torch")
+    elif engine in ("infinity-optimum", "infinity-optimum-int8"):
+        folder = quantized_folder(path) if engine.endswith("int8") else onnx_folder(path)
+        scorer = infinity_scorer(folder, "optimum")
     else:
         raise SystemExit(f"unknown peer engine {engine!r}")
     protocol.write(json.dumps({"ready": True, "load_seconds": time.perf_counter() - started}) + "\n")
