@@ -52,6 +52,26 @@ def test_eval_cli_run_file_first_stage_only_prints_tables(beir_dir: Path, tmp_pa
     assert report["systems"][0]["means"]["ndcg@1"] == pytest.approx(1 / 6)  # q1 right, 5 queries missed
 
 
+def test_eval_cli_per_model_options(beir_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("RERANKD_ONNX_CACHE", str(tmp_path / "onnx-cache"))
+    specs = [
+        "all-MiniLM-L6-v2;dtype=float32",
+        "all-MiniLM-L6-v2; backend=onnx",
+        "all-MiniLM-L6-v2;backend=onnx;quantize=int8",
+    ]
+    args = ["eval", str(beir_dir), "--json", "--resamples", "1000"]
+    result = runner.invoke(app, [*args, *[flag for spec in specs for flag in ("-m", spec)]])
+    assert result.exit_code == 0, result.output
+    _bm25, fp32, onnx, int8 = json.loads(result.stdout)["systems"]
+    assert [fp32["name"], onnx["name"], int8["name"]] == specs
+    assert fp32["means"] == pytest.approx(PINNED_MINILM, abs=1e-4)
+    assert onnx["means"] == pytest.approx(PINNED_MINILM, abs=1e-4)  # same weights, same graph: same ranking
+    assert set(int8["means"]) == set(PINNED_MINILM)
+    bad = runner.invoke(app, [*args, "-m", "all-MiniLM-L6-v2;precision=int8"])
+    assert bad.exit_code == 2 and "unknown key 'precision'" in bad.output
+
+
 def test_eval_cli_errors_exit_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["eval", str(tmp_path / "missing"), "--first-stage-only"])
     assert result.exit_code == 2

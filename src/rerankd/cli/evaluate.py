@@ -115,15 +115,28 @@ def _rerank_all(
     progress: StageProgress,
     options: dict[str, Any],
 ) -> list[SystemRun]:
-    """The first stage plus one re-ranked run per model; models are loaded one at a time."""
-    from rerankd.evaluation import rerank_system
-    from rerankd.evaluation.quality import unique_name
+    """The first stage plus one re-ranked run per model spec; models are loaded one at a time.
 
+    A spec is ``MODEL`` or ``MODEL;KEY=VALUE;...`` with the keys of ``rerankd compare`` (e.g.
+    ``bge;backend=onnx;quantize=int8`` or ``bge;dtype=bfloat16``): its own load and call options on top of
+    the command's."""
+    from rerankd.evaluation import parse_configuration, rerank_system
+    from rerankd.evaluation.quality import unique_name
+    from rerankd.reranker import Reranker
+
+    base = {**settings.reranker_kwargs()}
     systems = [first]
-    for model in models:
-        reranker = load_model(model, settings, progress)
-        name = unique_name(model, [s.name for s in systems])
-        systems.append(rerank_system(reranker, dataset, first, name=name, progress=progress, **options))
+    for spec in models:
+        model, *assignments = [part.strip() for part in spec.split(";")]
+        config = parse_configuration(spec, {**base, "model": model}, [a for a in assignments if a])
+        stage = f"load {spec}"
+        progress(stage, 0, 1)
+        load = dict(config.load)
+        reranker = Reranker.from_pretrained(load.pop("model"), **load)
+        progress(stage, 1, 1)
+        name = unique_name(spec, [s.name for s in systems])
+        call = {**options, **config.call}
+        systems.append(rerank_system(reranker, dataset, first, name=name, progress=progress, **call))
         del reranker  # free it before the next model loads
     return systems
 
@@ -132,7 +145,10 @@ def _rerank_all(
 def eval_command(
     dataset_dir: Annotated[Path, typer.Argument(help="BEIR-layout folder: corpus.jsonl, queries.jsonl, qrels/.")],
     models: Annotated[
-        list[str] | None, typer.Option("--model", "-m", help="Re-ranker to evaluate (repeat for A/B).")
+        list[str] | None,
+        typer.Option(
+            "--model", "-m", help="Re-ranker to evaluate (repeat for A/B); MODEL;KEY=VALUE;... sets its own options."
+        ),
     ] = None,
     first_stage_only: Annotated[bool, typer.Option(help="Evaluate the first stage alone.")] = False,
     run: Annotated[Path | None, typer.Option(help="First stage from a TREC run file instead of BM25.")] = None,
@@ -160,6 +176,7 @@ def eval_command(
     """Ranking quality on a BEIR-layout dataset: first stage, re-rankers, metrics and A/B tests.
 
     First stage: BM25, --run FILE or --retriever MODEL; each --model re-ranks its --top-k candidates.
+    Per-model options use the keys of `rerankd compare`: -m 'bge;dtype=float32' -m 'bge;backend=onnx;quantize=int8'.
 
     Reports nDCG@1/3/5/10, MRR@10, MAP, Recall@10/100 per system and paired A/B tests of every pair.
     """
