@@ -61,13 +61,16 @@ def test_eval_cli_per_model_options(beir_dir: Path, tmp_path: Path, monkeypatch:
         "all-MiniLM-L6-v2;backend=onnx;quantize=int8",
     ]
     args = ["eval", str(beir_dir), "--json", "--resamples", "1000"]
-    result = runner.invoke(app, [*args, *[flag for spec in specs for flag in ("-m", spec)]])
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, [*args, *[flag for spec in specs for flag in ("-m", spec)], "--save-runs", str(runs)])
     assert result.exit_code == 0, result.output
     _bm25, fp32, onnx, int8 = json.loads(result.stdout)["systems"]
     assert [fp32["name"], onnx["name"], int8["name"]] == specs
     assert fp32["means"] == pytest.approx(PINNED_MINILM, abs=1e-4)
     assert onnx["means"] == pytest.approx(PINNED_MINILM, abs=1e-4)  # same weights, same graph: same ranking
     assert set(int8["means"]) == set(PINNED_MINILM)
+    names = sorted(path.name for path in runs.iterdir())
+    assert "all-MiniLM-L6-v2_backend=onnx_quantize=int8.trec" in names and len(names) == 4
     bad = runner.invoke(app, [*args, "-m", "all-MiniLM-L6-v2;precision=int8"])
     assert bad.exit_code == 2 and "unknown key 'precision'" in bad.output
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -213,7 +214,7 @@ def eval_command(
         if save_runs is not None:
             save_runs.mkdir(parents=True, exist_ok=True)
             for system in systems:
-                write_trec_run(system.run, save_runs / f"{system.name.replace('/', '_').replace(':', '_')}.trec")
+                write_trec_run(system.run, save_runs / f"{re.sub(r'[^A-Za-z0-9._=-]+', '_', system.name)}.trec")
         if plot is not None:
             plot_quality(report, plot)
     except RerankdError as exc:
