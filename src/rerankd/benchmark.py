@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from rerankd.families.base import CallOptions, Embedder
-from rerankd.families.first_token import FirstTokenLayer
+from rerankd.families.first_token import first_token_layer
 from rerankd.reranker import Reranker
 from rerankd.runtime.planner import padding_waste, plan_batches
 from rerankd.workloads import WORKLOADS, Workload
@@ -85,11 +85,8 @@ def _dense_shape(reranker: Reranker) -> tuple[int, int, int, int] | None:
     config = getattr(model, "config", None)
     layers = int(getattr(config, "num_hidden_layers", 0) or 0)
     hidden = int(getattr(config, "hidden_size", 0) or 0)
-    first_only = 0
-    last = getattr(getattr(getattr(model, "base_model", None), "encoder", None), "layer", [None])[-1]
-    if isinstance(last, FirstTokenLayer):
-        first_only = last.first_row_parameters()
-    return params, layers, hidden, first_only
+    trimmed = first_token_layer(model)
+    return params, layers, hidden, trimmed.first_row_parameters() if trimmed is not None else 0
 
 
 def _encoded_lengths(reranker: Reranker, workload: Workload) -> list[int]:

@@ -9,6 +9,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+
+def quantize_choice(text: str) -> str | None:
+    """A quantisation setting as written by a user: ``""``, ``none`` or ``off`` mean none."""
+    return None if text.strip().lower() in ("", "none", "off") else text.strip()
+
+
 # Several values in one env var: comma-separated, except routes, whose entries contain commas (";").
 Listed = Annotated[tuple[str, ...], NoDecode]
 
@@ -52,7 +58,7 @@ class Settings(BaseSettings):
     @field_validator("quantize", mode="before")
     @classmethod
     def _no_quantization(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and value.strip().lower() in ("", "none", "off") else value
+        return quantize_choice(value) if isinstance(value, str) else value
 
     @field_validator("models", "api_key", mode="before")
     @classmethod

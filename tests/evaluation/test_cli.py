@@ -71,6 +71,10 @@ def test_eval_cli_per_model_options(beir_dir: Path, tmp_path: Path, monkeypatch:
     assert set(int8["means"]) == set(PINNED_MINILM)
     names = sorted(path.name for path in runs.iterdir())
     assert "all-MiniLM-L6-v2_backend=onnx_quantize=int8.trec" in names and len(names) == 4
+    scores = {name: [float(line.split()[4]) for line in (runs / name).read_text().splitlines()] for name in names}
+    fp32_scores = scores["all-MiniLM-L6-v2_dtype=float32.trec"]
+    int8_scores = scores["all-MiniLM-L6-v2_backend=onnx_quantize=int8.trec"]
+    assert len(int8_scores) == len(fp32_scores) and int8_scores != fp32_scores  # each spec's options reached its load
     bad = runner.invoke(app, [*args, "-m", "all-MiniLM-L6-v2;precision=int8"])
     assert bad.exit_code == 2 and "unknown key 'precision'" in bad.output
 

@@ -84,6 +84,8 @@ def test_bench_names_the_backend(runner: CliRunner, bert_ce: Path) -> None:
     report = json.loads(result.output)
     assert (report["backend"], report["quantize"], report["dtype"]) == ("onnx", "int8", "float32")
     assert report["achieved_gflops"] is None and report["throughput_pairs_s"] > 0  # no float peak for int8
+    bad = runner.invoke(app, ["bench", str(bert_ce), "--runs", "1", "--backend", "trt"])
+    assert bad.exit_code == 2 and "backend" in bad.output
 
 
 def test_serve_loads_the_configured_backend(bert_ce: Path) -> None:

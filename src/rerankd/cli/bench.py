@@ -20,6 +20,7 @@ from rerankd.cli.app import (
     console,
     err_console,
     fail,
+    make_settings,
     quiet_libraries,
 )
 from rerankd.errors import RerankdError
@@ -59,10 +60,8 @@ def bench(
     if workload not in WORKLOADS:
         fail(f"unknown workload {workload!r}; choose from {', '.join(sorted(WORKLOADS))}")
     quiet_libraries()
-    if backend not in (None, "torch", "onnx") or quantize not in (None, "int8", "none"):
-        fail(f"--backend is torch or onnx and --quantize int8 or none, got {backend!r} / {quantize!r}")
-    load = {"device": device or "auto", "dtype": dtype or "auto", "max_length": max_length, "family": family}
-    load |= {"backend": backend or "torch", "quantize": None if quantize in (None, "none") else quantize}
+    flags = {"device": device, "dtype": dtype, "max_length": max_length, "family": family}
+    load = make_settings(**flags, backend=backend, quantize=quantize).reranker_kwargs()
     n_queries = len(WORKLOADS[workload]().queries) * runs
     columns = (TextColumn("benchmarking"), BarColumn(), MofNCompleteColumn())
     try:

@@ -122,19 +122,15 @@ def _rerank_all(
     ``bge;backend=onnx;quantize=int8`` or ``bge;dtype=bfloat16``): its own load and call options on top of
     the command's."""
     from rerankd.evaluation import parse_configuration, rerank_system
+    from rerankd.evaluation.configurations import load_configuration
     from rerankd.evaluation.quality import unique_name
-    from rerankd.reranker import Reranker
 
-    base = {**settings.reranker_kwargs()}
+    base = settings.reranker_kwargs()
     systems = [first]
     for spec in models:
         model, *assignments = [part.strip() for part in spec.split(";")]
         config = parse_configuration(spec, {**base, "model": model}, [a for a in assignments if a])
-        stage = f"load {spec}"
-        progress(stage, 0, 1)
-        load = dict(config.load)
-        reranker = Reranker.from_pretrained(load.pop("model"), **load)
-        progress(stage, 1, 1)
+        reranker = load_configuration(config, progress)
         name = unique_name(spec, [s.name for s in systems])
         call = {**options, **config.call}
         systems.append(rerank_system(reranker, dataset, first, name=name, progress=progress, **call))

@@ -19,6 +19,7 @@ from rerankd.errors import InvalidInput
 from rerankd.evaluation.datasets import QueryDocumentPair
 from rerankd.evaluation.precision import PrecisionReport, Thresholds, compare_outputs
 from rerankd.evaluation.progress import StageProgress, stage_counter
+from rerankd.settings import quantize_choice
 
 if TYPE_CHECKING:
     from rerankd.reranker import Reranker
@@ -33,10 +34,6 @@ def _to_bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{text!r} is not a boolean")
-
-
-def _to_quantize(text: str) -> str | None:
-    return None if text.strip().lower() in ("", "none", "off") else text.strip()
 
 
 def _to_layers(text: str) -> tuple[int, ...]:
@@ -61,7 +58,7 @@ LOAD_KEYS: dict[str, Callable[[str], Any]] = {
     "source": str,
     "revision": str,
     "backend": str,
-    "quantize": _to_quantize,
+    "quantize": quantize_choice,
     "dtype_guard": _to_bool,
     "prefix_sharing": _to_bool,
 }

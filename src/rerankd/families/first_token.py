@@ -68,6 +68,18 @@ class FirstTokenLayer(nn.Module):
         return layer.output(layer.intermediate(attended), attended)
 
 
+def encoder_layers(model: nn.Module) -> nn.ModuleList | None:
+    """A BERT-style model's ``base_model.encoder.layer`` list, or None."""
+    layers = getattr(getattr(getattr(model, "base_model", None), "encoder", None), "layer", None)
+    return layers if isinstance(layers, nn.ModuleList) and len(layers) > 0 else None
+
+
+def first_token_layer(model: nn.Module) -> FirstTokenLayer | None:
+    """The model's trimmed last layer, when :func:`trim_last_layer` replaced it."""
+    layers = encoder_layers(model)
+    return layers[-1] if layers is not None and isinstance(layers[-1], FirstTokenLayer) else None
+
+
 def _eligible(model: nn.Module, bare: bool) -> str | None:
     """Why the model cannot be trimmed, or None when it can."""
     config = getattr(model, "config", None)
@@ -80,8 +92,8 @@ def _eligible(model: nn.Module, bare: bool) -> str | None:
         return "decoder or cross-attention layout"
     if getattr(config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
         return f"attention implementation {config._attn_implementation}"
-    layers = getattr(getattr(getattr(model, "base_model", None), "encoder", None), "layer", None)
-    if not isinstance(layers, nn.ModuleList) or len(layers) < 1:
+    layers = encoder_layers(model)
+    if layers is None:
         return "no encoder.layer list"
     last = layers[-1]
     parts = ("attention", "intermediate", "output")
@@ -100,7 +112,8 @@ def trim_last_layer(model: nn.Module, *, first_token_pooling: bool = False) -> b
     if reason is not None:
         logger.debug("keeping the full last layer: %s", reason)
         return False
-    layers: Any = model.base_model.encoder.layer  # type: ignore[union-attr]
+    layers = encoder_layers(model)
+    assert layers is not None  # _eligible checked it
     if not isinstance(layers[-1], FirstTokenLayer):
         layers[-1] = FirstTokenLayer(layers[-1])
     return True
