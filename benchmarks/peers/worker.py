@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 Scorer = Callable[[str, list[str]], list[float]]
 BATCH = 32  # every peer's documented default batch size
+QUANTIZED = "model_quantized.onnx"  # the file name optimum's ORTQuantizer writes
 
 
 def infinity_scorer(path: str, engine_name: str) -> Scorer:
@@ -106,9 +107,6 @@ def quantized_folder(path: str) -> str:
         quantizer = ORTQuantizer.from_pretrained(str(source), file_name="model.onnx")
         quantizer.quantize(AutoQuantizationConfig.avx2(is_static=False), save_dir=str(target))
     return str(target)
-
-
-QUANTIZED = "model_quantized.onnx"
 
 
 def optimum_scorer(path: str, int8: bool = False) -> Scorer:
