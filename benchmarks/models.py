@@ -172,7 +172,7 @@ def build_minicpm_layerwise(folder: Path, hidden: int = 384, heads: int = 6) -> 
     """bge-reranker-v2-minicpm-layerwise's architecture (40 layers, heads for layers 8..40, MiniCPM scaling
     scale_emb 12 / scale_depth 1.4 / dim_model_base 256, vocab 122,753) at reduced width (head_dim 64 as the
     real model; MLP 2.5x hidden as 5760/2304). Parameter names come from FlagEmbedding's shipped class."""
-    from tests.llm_minicpm.tiny_minicpm import flag_shapes, random_state, save_folder
+    from tests.llm_minicpm.tiny_minicpm import checkpoint_shapes, random_state, save_folder
 
     tokenizer = minicpm_tokenizer()
     config = {
@@ -203,7 +203,7 @@ def build_minicpm_layerwise(folder: Path, hidden: int = 384, heads: int = 6) -> 
         "tie_word_embeddings": False,
         "torch_dtype": "float32",
     }
-    save_folder(folder, config, random_state(flag_shapes(config), seed=0), tokenizer)
+    save_folder(folder, config, random_state(checkpoint_shapes(config), seed=0), tokenizer)
 
 
 BUILDERS["qwen3-0.6b"] = build_qwen3_0_6b

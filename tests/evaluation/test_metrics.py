@@ -103,6 +103,7 @@ def qrels_and_run(draw: st.DrawFn) -> tuple[dict[str, dict[str, int]], dict[str,
     return qrels, run
 
 
+@pytest.mark.oracle
 @settings(max_examples=150, deadline=None)
 @given(qrels_and_run())
 def test_metrics_equal_pytrec_eval(data: tuple[dict[str, dict[str, int]], dict[str, dict[str, float]]]) -> None:

@@ -78,6 +78,7 @@ def test_eval_bm25_then_minilm_pinned(beir_dir: Path, bm25_first: SystemRun, min
     assert events[-1] == ("re-rank all-MiniLM-L6-v2", 22, 22)  # every BM25 candidate (3+3+3+5+3+5) scored
 
 
+@pytest.mark.oracle
 def test_reranked_scores_pinned_and_equal_to_pytrec_eval(
     beir_dir: Path, bm25_first: SystemRun, minilm: Reranker
 ) -> None:

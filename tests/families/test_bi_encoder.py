@@ -26,6 +26,7 @@ def minilm() -> Reranker:
     return Reranker.from_pretrained("all-MiniLM-L6-v2", device="cpu", dtype="float32")
 
 
+@pytest.mark.oracle
 def test_embeddings_match_sentence_transformers(minilm: Reranker, minilm_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
@@ -60,6 +61,7 @@ def test_query_instruction_changes_query_vectors_only(minilm_path: Path) -> None
     assert np.allclose(prompted.embed(["hi"], role="query"), plain.embed(["query: hi"]), atol=1e-6)
 
 
+@pytest.mark.oracle
 @pytest.mark.parametrize("pooling", ["cls", "mean", "max"])
 def test_pooling_modes_match_sentence_transformers(pooling: str, bert_ce: Path, tmp_path: Path) -> None:
     from sentence_transformers import SentenceTransformer

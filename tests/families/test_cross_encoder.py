@@ -27,6 +27,7 @@ def _flag(path: Path, max_length: int) -> list[float]:
     return ref.compute_score(_pairs(), normalize=False)
 
 
+@pytest.mark.oracle
 @pytest.mark.parametrize("kind", ["bert", "xlmr"])
 @pytest.mark.parametrize("max_length", [128, 48])
 def test_matches_flag_reranker(kind: str, max_length: int, bert_ce: Path, xlmr_ce: Path) -> None:
@@ -39,6 +40,7 @@ def test_matches_flag_reranker(kind: str, max_length: int, bert_ce: Path, xlmr_c
     assert got.std() > 0.1  # the fixture spreads logits: a constant output would not pass
 
 
+@pytest.mark.oracle
 @pytest.mark.parametrize("kind", ["bert", "xlmr"])
 @pytest.mark.parametrize("max_length", [128, 48])
 def test_longest_first_variant_matches_sentence_transformers(

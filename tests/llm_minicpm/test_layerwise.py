@@ -70,6 +70,7 @@ def _flag_scores(flag: Any, pairs: Sequence[tuple[str, str]], cutoffs: list[int]
     return np.array(raw, dtype=np.float64).reshape(n, -1).T  # FlagEmbedding returns one list per layer
 
 
+@pytest.mark.oracle
 @pytest.mark.parametrize("cutoffs", CUTOFF_SETS, ids=lambda c: f"cutoffs={c}")
 def test_matches_flag_layerwise_reranker(ours: Reranker, flag: Any, cutoffs: list[int] | None) -> None:
     pairs = _pairs()
@@ -82,6 +83,7 @@ def test_matches_flag_layerwise_reranker(ours: Reranker, flag: Any, cutoffs: lis
         assert got[:, column].std() > 0.05  # scores must differ between documents for the order check to mean much
 
 
+@pytest.mark.oracle
 def test_matches_flag_with_truncation_and_prompt(layerwise_path: Path, flag: Any) -> None:
     pairs = _pairs()
     ours = Reranker.from_pretrained(str(layerwise_path), device="cpu", dtype="float32", normalize=False, max_length=40)

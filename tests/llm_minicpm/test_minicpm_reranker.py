@@ -97,6 +97,7 @@ def ours(minicpm_reranker_path: Path) -> Reranker:
     return Reranker.from_pretrained(str(minicpm_reranker_path), device="cpu", dtype="float32", normalize=False)
 
 
+@pytest.mark.oracle
 @pytest.mark.parametrize("instruction", [None, INSTRUCTION])
 def test_matches_bidirectional_oracle(ours: Reranker, minicpm_reranker_path: Path, instruction: str | None) -> None:
     pairs = _pairs()
@@ -107,6 +108,7 @@ def test_matches_bidirectional_oracle(ours: Reranker, minicpm_reranker_path: Pat
     assert got.std() > 0.05
 
 
+@pytest.mark.oracle
 def test_matches_oracle_when_truncating(minicpm_reranker_path: Path) -> None:
     pairs = _pairs()
     ours = Reranker.from_pretrained(
@@ -119,6 +121,7 @@ def test_matches_oracle_when_truncating(minicpm_reranker_path: Path) -> None:
     assert np.abs(got - want).max() <= 1e-4
 
 
+@pytest.mark.oracle
 def test_bidirectional_differs_from_causal(ours: Reranker, causal_reranker_path: Path) -> None:
     """Same weights, only ``is_causal`` differs: scores must differ, and the causal one matches a causal oracle."""
     pairs = _pairs()

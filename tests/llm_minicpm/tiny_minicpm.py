@@ -1,8 +1,9 @@
 """Tiny random MiniCPM rerankers (layerwise and sequence-classification) and the reference models used as oracles.
 
-Weights are seeded random tensors named exactly like the published checkpoints (the key list comes from
-FlagEmbedding's shipped ``LayerWiseMiniCPMForCausalLM``), saved as safetensors next to a config.json and a
-Llama-style tokenizer (BPE with "▁" spaces and byte fallback, ``<unk>``/``<s>``/``</s>``) trained in-process.
+Weights are seeded random tensors named exactly like the published checkpoints (FlagEmbedding's shipped
+``LayerWiseMiniCPMForCausalLM`` loads them with ``strict=True`` in the parity tests), saved as safetensors next to
+a config.json and a Llama-style tokenizer (BPE with "▁" spaces and byte fallback, ``<unk>``/``<s>``/``</s>``)
+trained in-process.
 """
 
 from __future__ import annotations
@@ -139,14 +140,16 @@ def random_state(shapes: dict[str, torch.Size], seed: int) -> dict[str, torch.Te
     return state
 
 
-def flag_shapes(config: dict[str, Any]) -> dict[str, torch.Size]:
-    config_cls, model_cls = flag_classes()
-    flag_config = config_cls(**config)
-    flag_config.rope_scaling = None
-    flag_config.use_cache = False
-    model_cls._tied_weights_keys = None
+def checkpoint_shapes(config: dict[str, Any]) -> dict[str, torch.Size]:
+    """Parameter names and shapes of a layerwise checkpoint. They come from rerankd's own MiniCPM network so
+    that building the fixtures needs no oracle; the parity tests load the same file into FlagEmbedding's
+    ``LayerWiseMiniCPMForCausalLM`` with ``strict=True``, which proves the names match the published layout."""
+    from rerankd.families.layerwise import LayerwiseNetwork
+    from rerankd.families.minicpm_model import MiniCPMConfig
+
+    body = MiniCPMConfig.from_dict(config, causal=True)
     with torch.device("meta"):
-        model = model_cls(flag_config)
+        model = LayerwiseNetwork(body, int(config["start_layer"]), bool(config.get("head_multi", True)))
     return {name: tensor.shape for name, tensor in model.state_dict().items()}
 
 
@@ -163,12 +166,13 @@ def save_folder(folder: Path, config: dict[str, Any], state: dict[str, torch.Ten
 def build_layerwise(folder: Path, seed: int = 0) -> Path:
     tokenizer = llama_tokenizer()
     config = layerwise_config(len(tokenizer))
-    return save_folder(folder, config, random_state(flag_shapes(config), seed), tokenizer)
+    return save_folder(folder, config, random_state(checkpoint_shapes(config), seed), tokenizer)
 
 
 def reranker_state(config: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
     """Body keys as in the layerwise checkpoint (``model.*``) plus the Llama-style ``score`` head."""
-    shapes = {k: v for k, v in flag_shapes(config).items() if k.startswith("model.")}
+    layout = {**config, "start_layer": START_LAYER}
+    shapes = {k: v for k, v in checkpoint_shapes(layout).items() if k.startswith("model.")}
     shapes["score.weight"] = torch.Size([1, config["hidden_size"]])
     return random_state(shapes, seed)
 

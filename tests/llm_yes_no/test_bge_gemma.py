@@ -36,6 +36,7 @@ def flag_llm_reranker(
     return np.array(reference.compute_score(pairs, normalize=False, prompt=prompt))
 
 
+@pytest.mark.oracle
 @pytest.mark.parametrize("max_length", [512, 64])
 def test_matches_flag_llm_reranker(gemma_path: Path, max_length: int) -> None:
     pairs = _pairs()
@@ -68,6 +69,7 @@ def test_truncation_budget(gemma_path: Path) -> None:
     assert all(len(item) == 64 + 2 * (sep_len + prompt_len) for item in long_query)
 
 
+@pytest.mark.oracle
 def test_prompt_override_per_call(gemma_path: Path) -> None:
     pairs = _pairs()[:8]
     reranker = Reranker.from_pretrained(str(gemma_path), device="cpu", dtype="float32", normalize=False)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,11 +55,42 @@ def test_cpu_bf16_override(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_dtype("auto", torch.device("cpu")) is torch.float32
 
 
-def test_cpu_flags_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("RERANKD_CPU_BF16")
-    flags = devices.cpu_flags()
-    assert isinstance(flags, set)
-    assert devices.cpu_has_native_bf16() == bool(flags & devices.BF16_CPU_FLAGS)
+X86_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu vme sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile
+bugs\t\t: spectre_v1
+
+processor\t: 1
+flags\t\t: fpu vme sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile
+"""
+AVX2_CPUINFO = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n"
+ARM_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes sve bf16 i8mm\nCPU implementer\t: 0x41\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "flags", "native"),
+    [
+        (X86_CPUINFO, {"fpu", "vme", "sse2", "avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, True),
+        (AVX2_CPUINFO, {"fpu", "sse2", "avx", "avx2", "fma"}, False),
+        (ARM_CPUINFO, {"fp", "asimd", "evtstrm", "aes", "sve", "bf16", "i8mm"}, True),
+        ("processor\t: 0\n", set(), False),
+    ],
+    ids=["x86-amx", "x86-avx2", "aarch64-bf16", "no-flags"],
+)
+def test_cpu_flags_are_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str, flags: set[str], native: bool
+) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(text)
+    assert devices.cpu_flags(str(cpuinfo)) == flags
+    monkeypatch.delenv("RERANKD_CPU_BF16", raising=False)
+    monkeypatch.setattr(devices, "CPUINFO", str(cpuinfo))
+    assert devices.cpu_has_native_bf16() is native
+
+
+def test_missing_cpuinfo_means_no_flags(tmp_path: Path) -> None:
+    assert devices.cpu_flags(str(tmp_path / "absent")) == set()
 
 
 def test_dtypes() -> None:

@@ -167,7 +167,6 @@ def test_429_with_code_timeout_when_a_request_times_out(start_server: ServerFact
     with server.client() as client:
         late = client.post("/rerank", json=body)
         tei = client.post("/rerank", json={"query": QUERY, "texts": body["documents"]})
-        assert client.post("/rerank", json={"query": QUERY, "documents": DOCS[:1]}).status_code in (200, 429)
     error = error_of(late, 429)  # API.md: over capacity is 429 with Retry-After, like a full queue
     assert late.headers["retry-after"] == "3"
     assert error.error.code == "timeout" and "did not finish within 0.05 s" in error.message

@@ -83,27 +83,23 @@ def test_results_follow_item_order_and_requests_share_batches() -> None:
 def test_small_request_is_not_starved_by_a_big_one() -> None:
     """A 5-item request arriving behind a 1,000-item one finishes within a few batches."""
 
-    async def main() -> tuple[float, float, int]:
+    async def main() -> int:
         forward = RecordingForward(delay=0.002)
         scheduler = await started(forward, config(max_tokens=8 * 8, max_batch=8, max_queued_items=5000))
         big = asyncio.create_task(scheduler.submit(items(10_000, 1000), "k"))
         while forward.rows < 40:  # the big request is being served
             await asyncio.sleep(0.001)
-        began = time.perf_counter()
         rows_before = forward.rows
         small = await scheduler.submit(items(1, 5), "k")
-        small_latency = time.perf_counter() - began
         rows_for_small = forward.rows - rows_before
         assert not big.done()
         assert small[:, 0].tolist() == expected(items(1, 5))
         await big
-        big_latency = time.perf_counter() - began
         await scheduler.close()
-        return small_latency, big_latency, rows_for_small
+        return rows_for_small
 
-    small_latency, big_latency, rows = asyncio.run(main())
+    rows = asyncio.run(main())
     assert rows <= 3 * 8, f"the small request waited for {rows} rows of the big one"
-    assert small_latency < big_latency / 10
 
 
 def test_the_oldest_request_keeps_moving_under_a_stream_of_small_ones() -> None:

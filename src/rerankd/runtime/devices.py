@@ -29,10 +29,14 @@ _DEVICE_RE = re.compile(r"^(cpu|cuda|npu|mps)(?::(\d+))?$")
 BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 (AVX-512 BF16, AMX) and aarch64 ("bf16" feature)
 
 
-def cpu_flags() -> set[str]:
-    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo does not exist)."""
+CPUINFO = "/proc/cpuinfo"
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU feature flags the kernel reports in ``cpuinfo`` (x86 ``flags``, aarch64 ``Features``; empty
+    where the file does not exist). ``cpuinfo`` defaults to :data:`CPUINFO`."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+        with open(cpuinfo or CPUINFO, encoding="utf-8") as handle:
             for line in handle:
                 key, _, value = line.partition(":")
                 if key.strip() in ("flags", "Features"):
