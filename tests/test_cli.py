@@ -115,3 +115,31 @@ def test_installed_entry_point_runs_the_readme_demo() -> None:
     hi = next(r for r in results if r["document"] == "hi")
     assert results[0]["score"] - hi["score"] > 0.4
     assert "Loading weights" not in done.stderr  # the CLI owns the terminal
+
+
+def test_serve_refuses_to_start_without_a_key_where_one_is_required(runner: CliRunner) -> None:
+    env = {"RERANKD_REQUIRE_API_KEY": "1", "RERANKD_MODEL": "/nonexistent/model"}
+    result = runner.invoke(app, ["serve", "--port", "0"], env=env)
+    assert result.exit_code == 2
+    assert "no API key" in result.output and "--allow-unauthenticated" in result.output
+
+
+@pytest.mark.parametrize(
+    ("host", "keys", "allow", "require", "expected"),
+    [
+        ("127.0.0.1", (), False, False, None),
+        ("::1", (), False, False, None),
+        ("localhost", (), False, False, None),
+        ("0.0.0.0", (), False, False, "warn"),
+        ("10.1.2.3", (), False, False, "warn"),
+        ("0.0.0.0", ("k",), False, True, None),
+        ("0.0.0.0", (), True, True, None),
+        ("127.0.0.1", (), False, True, "fatal"),
+    ],
+)
+def test_exposure_rules(host: str, keys: tuple[str, ...], allow: bool, require: bool, expected: str | None) -> None:
+    from rerankd.settings import Settings
+
+    settings = Settings(host=host, api_key=keys, allow_unauthenticated=allow, require_api_key=require)
+    problem = settings.exposure_problem()
+    assert (None if problem is None else ("fatal" if problem[1] else "warn")) == expected

@@ -3,6 +3,7 @@ which override the defaults. Read at start-up (``Settings()``), never at import.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Collection
 from typing import Annotated, Any, Literal
 
@@ -13,6 +14,16 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 def quantize_choice(text: str) -> str | None:
     """A quantisation setting as written by a user: ``""``, ``none`` or ``off`` mean none."""
     return None if text.strip().lower() in ("", "none", "off") else text.strip()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address only accepts connections from this machine."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 # Several values in one env var: comma-separated, except routes, whose entries contain commas (";").
@@ -43,6 +54,12 @@ class Settings(BaseSettings):
     models: Listed = Field(default=(), description="served models, `name=path` or `path` (default: `model`)")
     routes: Listed = Field(default=(), description="weighted aliases, `alias=a:90,b:10` (env: `;`-separated)")
     api_key: Listed = Field(default=(), repr=False, description="accepted Bearer keys (none: no authentication)")
+    require_api_key: bool = Field(
+        default=False, description="refuse to start without --api-key (the container image sets it)"
+    )
+    allow_unauthenticated: bool = Field(
+        default=False, description="serve without an API key even where require_api_key is set or the bind is public"
+    )
     cache: str = Field(default="memory", description="score cache: memory, none or a redis:// URL")
     cache_size: int = Field(default=100_000, ge=1, description="entries of the in-memory score cache")
     cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="lifetime of a Redis cache entry")
@@ -69,6 +86,24 @@ class Settings(BaseSettings):
     @classmethod
     def _split_semicolons(cls, value: Any) -> Any:
         return tuple(part.strip() for part in value.split(";") if part.strip()) if isinstance(value, str) else value
+
+    def exposure_problem(self) -> tuple[str, bool] | None:
+        """What is wrong with serving unauthenticated on this bind address: (message, fatal), or None."""
+        if self.api_key or self.allow_unauthenticated:
+            return None
+        if self.require_api_key:
+            return (
+                "no API key: set --api-key / RERANKD_API_KEY, or --allow-unauthenticated / "
+                "RERANKD_ALLOW_UNAUTHENTICATED=1 to serve without one",
+                True,
+            )
+        if not is_loopback(self.host):
+            return (
+                f"serving on {self.host} without an API key: anyone who can reach this port can use it "
+                "(set --api-key, or --allow-unauthenticated to silence this warning)",
+                False,
+            )
+        return None
 
     def served_models(self) -> list[tuple[str, str]]:
         """(served name, model path or id) pairs; a bare path is served under its own name."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from types import FrameType
 from typing import Annotated
@@ -39,6 +40,10 @@ def serve(
         ListOpt,
         typer.Option("--api-key", help="Accepted Bearer key; repeatable (env RERANKD_API_KEY)."),
     ] = None,
+    allow_unauthenticated: Annotated[
+        bool | None,
+        typer.Option("--allow-unauthenticated", help="Serve without an API key where one is required or expected."),
+    ] = None,
     cache: Annotated[str | None, typer.Option(help="Score cache: memory, none or redis://host:port/db.")] = None,
     cache_size: Annotated[int | None, typer.Option(help="Entries of the in-memory score cache.")] = None,
     max_queue: Annotated[int | None, typer.Option(help="Pairs waiting per model before 429.")] = None,
@@ -66,6 +71,7 @@ def serve(
         host=host,
         port=port,
         api_key=api_key or None,
+        allow_unauthenticated=allow_unauthenticated,
         cache=cache,
         cache_size=cache_size,
         max_queue=max_queue,
@@ -86,6 +92,9 @@ def serve(
         backend=backend,
         quantize=quantize,
     )
+    exposure = settings.exposure_problem()
+    if exposure is not None and exposure[1]:
+        fail(exposure[0])
     import uvicorn
 
     from rerankd.cli.app import quiet_libraries
@@ -94,6 +103,8 @@ def serve(
 
     quiet_libraries()
     configure_logging(settings.log_level, settings.log_format)
+    if exposure is not None:
+        logging.getLogger("rerankd.server").warning(exposure[0])
     try:
         application = create_app(settings)
     except ValueError as exc:
