@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rerankd import hardware
 from rerankd.errors import DeviceUnavailable, InvalidInput
 from rerankd.runtime import devices
 from rerankd.runtime.devices import resolve_device, resolve_dtype
@@ -40,18 +41,18 @@ def test_malformed_device(bad: str) -> None:
 def test_auto_dtype_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     monkeypatch.delenv("RERANKD_CPU_BF16")
-    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
     assert resolve_dtype("auto", cpu) is torch.bfloat16
-    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx", "avx2"})
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx", "avx2"})
     assert resolve_dtype("auto", cpu) is torch.float32
 
 
 def test_cpu_bf16_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2"})
     monkeypatch.setenv("RERANKD_CPU_BF16", "1")
     assert resolve_dtype("auto", torch.device("cpu")) is torch.bfloat16
     monkeypatch.setenv("RERANKD_CPU_BF16", "0")
-    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx512_bf16"})
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx512_bf16"})
     assert resolve_dtype("auto", torch.device("cpu")) is torch.float32
 
 
@@ -83,14 +84,14 @@ def test_cpu_flags_are_read(
 ) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(text)
-    assert devices.cpu_flags(str(cpuinfo)) == flags
+    assert hardware.cpu_flags(str(cpuinfo)) == flags
     monkeypatch.delenv("RERANKD_CPU_BF16", raising=False)
-    monkeypatch.setattr(devices, "CPUINFO", str(cpuinfo))
-    assert devices.cpu_has_native_bf16() is native
+    monkeypatch.setattr(hardware, "CPUINFO", str(cpuinfo))
+    assert hardware.cpu_has_native_bf16() is native
 
 
 def test_missing_cpuinfo_means_no_flags(tmp_path: Path) -> None:
-    assert devices.cpu_flags(str(tmp_path / "absent")) == set()
+    assert hardware.cpu_flags(str(tmp_path / "absent")) == set()
 
 
 def test_dtypes() -> None:
@@ -106,7 +107,7 @@ def test_cpu_threads_capped_at_physical_cores(monkeypatch: pytest.MonkeyPatch) -
     before = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
-    monkeypatch.setattr(devices, "physical_cores", lambda: 1)
+    monkeypatch.setattr(hardware, "physical_cores", lambda: 1)
     try:
         torch.set_num_threads(2)
         assert devices.configure_cpu_threads() == 1 and torch.get_num_threads() == 1
@@ -118,4 +119,4 @@ def test_cpu_threads_capped_at_physical_cores(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_physical_cores_is_positive() -> None:
-    assert 1 <= devices.physical_cores() <= (os.cpu_count() or 1)
+    assert 1 <= hardware.physical_cores() <= (os.cpu_count() or 1)

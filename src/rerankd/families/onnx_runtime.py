@@ -40,7 +40,7 @@ from rerankd.families.onnx_graph import (
     export_model,
     quantize_onnx,
 )
-from rerankd.runtime.devices import physical_cores
+from rerankd.hardware import physical_cores
 
 logger = logging.getLogger(__name__)
 

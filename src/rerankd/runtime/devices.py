@@ -10,6 +10,7 @@ import re
 
 import torch
 
+from rerankd import hardware
 from rerankd.errors import DeviceUnavailable, InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -26,55 +27,12 @@ DTYPES: dict[str, torch.dtype] = {
 _DEVICE_RE = re.compile(r"^(cpu|cuda|npu|mps)(?::(\d+))?$")
 
 
-BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 (AVX-512 BF16, AMX) and aarch64 ("bf16" feature)
-
-
-CPUINFO = "/proc/cpuinfo"
-
-
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The CPU feature flags the kernel reports in ``cpuinfo`` (x86 ``flags``, aarch64 ``Features``; empty
-    where the file does not exist). ``cpuinfo`` defaults to :data:`CPUINFO`."""
-    try:
-        with open(cpuinfo or CPUINFO, encoding="utf-8") as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return set(value.split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bf16 matmuls natively; without it torch emulates bf16, which is
-    many times slower than fp32 (measured here: ~40x on an AVX2-only CPU).
-
-    ``RERANKD_CPU_BF16=1`` or ``=0`` overrides the detection (for VMs that hide CPU flags, or to pin
-    ``dtype="auto"`` to float32 on CPUs, as the test suite does so that its golden scores hold on any CPU)."""
-    forced = os.environ.get("RERANKD_CPU_BF16", "").strip()
-    if forced in ("0", "1"):
-        return forced == "1"
-    return bool(cpu_flags() & BF16_CPU_FLAGS)
-
-
-def physical_cores() -> int:
-    """Physical cores this process may run on (hyper-threads share one core's matmul units)."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        import psutil
-    except ImportError:
-        return max(1, usable)
-    physical = psutil.cpu_count(logical=False) or usable
-    return max(1, min(physical, usable))
-
-
 def configure_cpu_threads() -> int:
     """Cap torch's intra-op threads at the physical cores this process may use (more threads only contend
     for the same matmul units), unless the user chose a count (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``)."""
     if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
         return torch.get_num_threads()
-    cores = physical_cores()
+    cores = hardware.physical_cores()
     if torch.get_num_threads() > cores:
         logger.info("torch threads %d -> %d (physical cores)", torch.get_num_threads(), cores)
         torch.set_num_threads(cores)
@@ -149,7 +107,7 @@ def auto_dtype(device: torch.device) -> torch.dtype:
         return torch.bfloat16
     if device.type == "mps":
         return torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return torch.bfloat16 if hardware.cpu_has_native_bf16() else torch.float32
 
 
 def resolve_dtype(spec: str | torch.dtype, device: torch.device) -> torch.dtype:
@@ -164,6 +122,6 @@ def resolve_dtype(spec: str | torch.dtype, device: torch.device) -> torch.dtype:
     dtype = DTYPES[key]
     if device.type == "cpu" and dtype is torch.float16:
         logger.warning("float16 on CPU is slow and less accurate than bfloat16; consider dtype=bfloat16")
-    if device.type == "cpu" and dtype is torch.bfloat16 and not cpu_has_native_bf16():
+    if device.type == "cpu" and dtype is torch.bfloat16 and not hardware.cpu_has_native_bf16():
         logger.warning("this CPU has no native bfloat16: torch emulates it, which is much slower than float32")
     return dtype
