@@ -118,7 +118,7 @@ def english_corpus(seed: int = 7, n: int = 6000) -> list[str]:
     """Seeded training texts for the benchmark tokenizers: workload-style passages plus the reranker prompts."""
     import random
 
-    from rerankd.workloads import passage
+    from rerankd.bench.workloads import passage
 
     rng = random.Random(seed)
     return ["yes", "no", "Yes", "No"] * 50 + [PROMPT_TEXT] * 20 + [passage(rng, rng.randint(20, 120)) for _ in range(n)]

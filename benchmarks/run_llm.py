@@ -60,21 +60,13 @@ LAYERWISE_PROMPT = (
 
 # --------------------------------------------------------------------------- rerankd
 def rerankd_qwen(path: Path, label: str, prefix_sharing: bool) -> Engine:
-    """rerankd's Qwen3 family loaded with explicit ModelOptions (``from_pretrained`` has no prefix_sharing)."""
+    """rerankd's Qwen3 family in float32 (normalize=True: sigmoid(l_yes - l_no), the card's
+    softmax([l_no, l_yes])[1], so scores compare directly)."""
     from rerankd import Reranker
-    from rerankd.families.base import ModelOptions
-    from rerankd.loading import resolve_model
-    from rerankd.registry import get_spec
-    from rerankd.reranker import ModelInfo, default_budget
 
-    device = torch.device("cpu")
-    files = resolve_model(str(path))
-    family = get_spec(QWEN_FAMILY).load(
-        files, device, torch.float32, ModelOptions(prefix_sharing=prefix_sharing), False
+    model = Reranker.from_pretrained(
+        str(path), device="cpu", dtype="float32", family=QWEN_FAMILY, prefix_sharing=prefix_sharing
     )
-    info = ModelInfo(str(path), str(path), QWEN_FAMILY, "cpu", "float32", family.limits.max_length, 0.0)
-    # normalize=True: sigmoid(l_yes - l_no), the card's softmax([l_no, l_yes])[1], so scores compare directly
-    model = Reranker(family, info, normalize=True, budget=default_budget(device))
     return Engine(label, lambda pairs: [float(s) for s in model.score(pairs)])
 
 

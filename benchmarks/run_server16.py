@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.models import model_path
-from rerankd.workloads import rerank_batch
+from rerankd.bench.workloads import rerank_batch
 
 Request = tuple[str, list[str]]
 

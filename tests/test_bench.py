@@ -7,9 +7,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from rerankd.benchmark import matmul_peak_gflops, run_bench
+from rerankd.bench.run import matmul_peak_gflops, run_bench
+from rerankd.bench.workloads import rerank_100
+from rerankd.builder import LoadOptions
 from rerankd.cli import app
-from rerankd.workloads import rerank_100
 
 
 def test_rerank_100_matches_the_benchmark_plan() -> None:
@@ -22,7 +23,7 @@ def test_rerank_100_matches_the_benchmark_plan() -> None:
 
 
 def test_bench_report_on_a_tiny_cross_encoder(bert_ce: Path) -> None:
-    report = run_bench(str(bert_ce), "rerank-100", runs=1, device="cpu", dtype="float32")
+    report = run_bench(str(bert_ce), LoadOptions(device="cpu", dtype="float32"), "rerank-100", runs=1)
     assert report.pairs == 100 and report.family == "cross-encoder" and report.dtype == "float32"
     assert 0 < report.latency_p50_ms <= report.latency_p99_ms
     assert report.throughput_pairs_s > 0 and report.first_result_s >= report.load_s
@@ -51,7 +52,7 @@ def test_bench_cli_unknown_workload() -> None:
 def test_flop_count_leaves_out_the_skipped_last_layer_rows(bert_ce: Path) -> None:
     """The trimmed last layer runs Q, output, FFN and attention for one row; K and V for every row."""
     from rerankd import Reranker
-    from rerankd.benchmark import _work
+    from rerankd.bench.run import _work
 
     reranker = Reranker.from_pretrained(str(bert_ce), device="cpu", dtype="float32")
     lengths = [40, 40, 40]

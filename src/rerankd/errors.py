@@ -20,6 +20,10 @@ class InvalidInput(RerankdError):
     code = "invalid_input"
 
 
+class EmptyInput(InvalidInput):
+    """A required text or list is empty (TEI calls this error type "empty"). Same code as InvalidInput."""
+
+
 class InputTooLong(InvalidInput):
     """An input exceeds the model's length limit and truncation is off."""
 
@@ -48,6 +52,12 @@ class MissingDependency(RerankdError):
     """An optional dependency is not installed; the message names the extra to install."""
 
     code = "missing_dependency"
+
+
+class ModelFetchFailed(RerankdError):
+    """The model may exist but could not be fetched (network down, hub unreachable, bad credentials)."""
+
+    code = "model_fetch_failed"
 
 
 class DeviceUnavailable(RerankdError):

@@ -13,18 +13,16 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 
 from rerankd.errors import InvalidInput, UnsupportedModel
-from rerankd.families.base import DEFAULT_CALL, Embedder, ModelOptions, PairScorer
-from rerankd.families.bi_encoder import BiEncoderFamily, read_st_layout
-from rerankd.families.cross_encoder import CrossEncoderFamily
-from rerankd.families.encoder_backend import SUPPORTED_FAMILIES, input_names
+from rerankd.families.base import DEFAULT_CALL, Embedder, Family, ModelOptions, OnnxExportable, PairScorer
+from rerankd.families.encoder_backend import input_names
 from rerankd.families.onnx_graph import INT8_FILE, ONNX_FILE, export_model, quantize_onnx
-from rerankd.loading import ModelFiles, resolve_model
-from rerankd.registry import Family, detect_family
+from rerankd.loading import resolve_model
+from rerankd.registry import detect_family, families
 
 logger = logging.getLogger(__name__)
 
@@ -63,19 +61,20 @@ def export_onnx(
     """Export ``model`` (folder, hub id or packaged name) to the ONNX model folder ``out``."""
     files = resolve_model(model)
     spec = detect_family(files, family)
-    if spec.name not in SUPPORTED_FAMILIES:
-        raise UnsupportedModel(f"ONNX export supports {', '.join(SUPPORTED_FAMILIES)} models, not {spec.name}")
+    output = spec.capabilities.onnx_output
+    if output is None:
+        capable = ", ".join(s.name for s in families() if s.capabilities.onnx_output is not None)
+        raise UnsupportedModel(f"ONNX export supports {capable} models, not {spec.name}")
     target = Path(out).expanduser().resolve()
-    graph_dir = target / _transformer_subdir(files, spec.name)
-    if (graph_dir / ONNX_FILE).exists() and not overwrite:
-        raise InvalidInput(f"{graph_dir / ONNX_FILE} exists; pass overwrite=True (CLI: --force) to replace it")
     cpu = torch.device("cpu")
     reference = spec.load(files, cpu, torch.float32, ModelOptions(), trust_remote_code)
-    assert isinstance(reference, (CrossEncoderFamily, BiEncoderFamily))
+    exportable = cast(OnnxExportable, reference)
+    graph_dir = target / (exportable.model_dir or files.path).relative_to(files.path)
+    if (graph_dir / ONNX_FILE).exists() and not overwrite:
+        raise InvalidInput(f"{graph_dir / ONNX_FILE} exists; pass overwrite=True (CLI: --force) to replace it")
     copy_model_files(files.path, target)
-    names = input_names(reference.uses_token_types)
-    output = SUPPORTED_FAMILIES[spec.name]
-    graph = export_model(reference.model, graph_dir / ONNX_FILE, names, output)
+    names = input_names(exportable.uses_token_types)
+    graph = export_model(exportable.model, graph_dir / ONNX_FILE, names, output)
     int8 = quantize_onnx(graph, graph_dir / INT8_FILE) if quantize == "int8" else None
     exported = resolve_model(str(target))
     want = probe(reference)
@@ -104,13 +103,6 @@ def probe(family: Family) -> torch.Tensor:
             return family.embed(family.encode_texts([PROBE_QUERY, *PROBE_DOCS], "document"))
         assert isinstance(family, PairScorer)
         return family.score(family.encode_pairs(PROBE_QUERY, PROBE_DOCS, DEFAULT_CALL), DEFAULT_CALL)
-
-
-def _transformer_subdir(files: ModelFiles, family: str) -> Path:
-    """Where the transformer lives inside the folder (a sentence-transformers module path, usually '.')."""
-    if family != "bi-encoder":
-        return Path()
-    return read_st_layout(files).transformer_dir.relative_to(files.path)
 
 
 def copy_model_files(source: Path, target: Path) -> list[Path]:

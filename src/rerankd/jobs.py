@@ -1,23 +1,24 @@
 """One scoring call as data: per-call options, the encoded model inputs, and how to read their outputs.
 
-The :class:`~rerankd.reranker.Reranker` builds a :class:`ScoringJob`; the synchronous path runs it in
-planned batches, the server's scheduler batches its items together with other requests' items. Either way
-``job.finish`` turns the raw outputs into one row per input, so both paths share the same interpretation.
+:func:`prepare_pairs` / :func:`prepare_embed` turn checked inputs into a :class:`ScoringJob` (encoding, truncation
+policy, long-document chunking); the synchronous path runs its items in planned batches, the server's scheduler
+batches them together with other requests' items. Either way ``job.finish`` turns the raw outputs into one row per
+input, so both paths share the same interpretation. :func:`primary_score` and :func:`ranking` are the one
+definition of a row's score and of the order results are returned in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-from rerankd.chunking import Side
+from rerankd.chunking import Side, Split, fit_documents
 from rerankd.errors import InputTooLong, InvalidInput
-from rerankd.families.base import CallOptions, Encoded
+from rerankd.families.base import BatchKey, CallOptions, Embedder, Encoded, Family, Kind, PairScorer, Role
+from rerankd.validation import CheckedPairs, CheckedTexts
 
-Kind = Literal["score", "embed"]
 Finish = Callable[[torch.Tensor], torch.Tensor]
 _MAX_LISTED = 10
 
@@ -83,7 +84,7 @@ class ScoringJob:
     finish: Finish
 
     @property
-    def key(self) -> tuple[Kind, CallOptions]:
+    def key(self) -> BatchKey:
         """Jobs with equal keys may share a forward pass."""
         return (self.kind, self.call)
 
@@ -146,3 +147,169 @@ def describe_cut(indices: list[int], *, chunked: bool, limit: int, what: str = "
             f"{what} {_listed(indices)}"
         ]
     return [f"{len(indices)} {what}(s) truncated to the model's limit of {limit} tokens: {what} {_listed(indices)}"]
+
+
+# ---------------------------------------------------------------------------------------------- scores and order
+def primary_score(row: Sequence[float]) -> float:
+    """The score a row is ranked by: its only column, or the deepest layer's for per-layer rows."""
+    return float(row[-1])
+
+
+def ranking(scores: Sequence[float], top_n: int | None = None) -> list[int]:
+    """Input positions best first (ties keep input order), cut to ``top_n`` (None or 0: all)."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    return order[:top_n] if top_n else order
+
+
+def call_options(instruction: str | None, cutoff_layers: Sequence[int] | int | None) -> CallOptions:
+    """Checked per-call options (cutoff layers sorted and de-duplicated)."""
+    if instruction is not None and not isinstance(instruction, str):
+        raise InvalidInput("instruction must be a string", param="instruction")
+    layers = None
+    if cutoff_layers is not None:
+        if isinstance(cutoff_layers, int):
+            cutoff_layers = [cutoff_layers]
+        if not cutoff_layers or not all(isinstance(x, int) and not isinstance(x, bool) for x in cutoff_layers):
+            raise InvalidInput("cutoff_layers must be a non-empty list of integers", param="cutoff_layers")
+        layers = tuple(sorted(set(cutoff_layers)))
+    return CallOptions(instruction=instruction, cutoff_layers=layers)
+
+
+# ---------------------------------------------------------------------------------------------- preparation
+@dataclass(frozen=True)
+class Defaults:
+    """A loaded model's own choices, which a call's :class:`ScoreOptions` may override."""
+
+    normalize: bool = True
+    truncate: bool = True
+
+
+def input_limit(family: Family, options: ScoreOptions) -> int:
+    """Tokens one model input may have under ``options``."""
+    return options.max_input_tokens or family.limits.max_length
+
+
+def prepare_pairs(family: Family, pairs: CheckedPairs, options: ScoreOptions, defaults: Defaults) -> ScoringJob:
+    """Encode checked (query, document) pairs; the job's rows are one score row per pair."""
+    options.check()
+    groups: dict[str, list[int]] = {}
+    for position, (query, _) in enumerate(pairs):
+        groups.setdefault(query, []).append(position)
+    if isinstance(family, Embedder):
+        return _prepare_cosine(family, pairs, groups, options, defaults)
+    call = call_options(options.instruction, options.cutoff_layers)
+    return _prepare_scored(family, pairs, groups, options, call, defaults)
+
+
+def prepare_embed(family: Embedder, texts: CheckedTexts, role: Role, truncate: bool) -> ScoringJob:
+    """Encode checked texts for embedding; the job's rows are the vectors."""
+    encoded = family.encode_texts(texts, role)
+    cut = _check_lengths(family, encoded, range(len(encoded)), truncate, param="texts")
+    warnings = describe_cut(cut, chunked=False, limit=family.limits.max_length, what="input")
+    return ScoringJob(encoded, "embed", CallOptions(), [len(e) for e in encoded], cut, warnings, identity)
+
+
+def _prepare_scored(
+    family: PairScorer,
+    pairs: CheckedPairs,
+    groups: dict[str, list[int]],
+    options: ScoreOptions,
+    call: CallOptions,
+    defaults: Defaults,
+) -> ScoringJob:
+    truncate = defaults.truncate if options.truncate is None else options.truncate
+    items: list[Encoded] = []
+    owners: list[int] = []
+    tokens = [0] * len(pairs)
+    cut: list[int] = []
+    for query, positions in groups.items():
+        docs = [pairs[p][1] for p in positions]
+        if options.reshapes_text:
+            overhead = len(family.encode_pairs(query, [""], call)[0])
+            splits = _fit(family, docs, positions, options, overhead, truncate)
+            cut.extend(p for p, s in zip(positions, splits, strict=True) if s.dropped)
+            windows = [(p, text) for p, s in zip(positions, splits, strict=True) for text in s.windows]
+        else:
+            windows = list(zip(positions, docs, strict=True))
+        encoded = family.encode_pairs(query, [text for _, text in windows], call)
+        cut.extend(_check_lengths(family, encoded, [p for p, _ in windows], truncate or options.chunked))
+        for (position, _), item in zip(windows, encoded, strict=True):
+            items.append(item)
+            owners.append(position)
+            tokens[position] += len(item)
+    normalize = defaults.normalize if options.normalize is None else options.normalize
+    finish = score_finisher(owners, len(pairs), normalize and family.activation == "sigmoid")
+    cut = sorted(set(cut))
+    warnings = describe_cut(cut, chunked=options.chunked, limit=input_limit(family, options))
+    return ScoringJob(items, "score", call, tokens, cut, warnings, finish)
+
+
+def _prepare_cosine(
+    family: Embedder, pairs: CheckedPairs, groups: dict[str, list[int]], options: ScoreOptions, defaults: Defaults
+) -> ScoringJob:
+    truncate = defaults.truncate if options.truncate is None else options.truncate
+    queries = list(groups)
+    query_items = family.encode_texts(queries, "query")
+    cut = _check_lengths(family, query_items, [groups[q][0] for q in queries], truncate)
+    docs = [doc for _, doc in pairs]
+    positions = list(range(len(pairs)))
+    if options.reshapes_text:
+        overhead = len(family.encode_texts([""], "document")[0])  # special tokens only
+        splits = _fit(family, docs, positions, options, overhead, truncate)
+    else:
+        splits = [Split((doc,), 0, 0) for doc in docs]
+    cut.extend(p for p, s in enumerate(splits) if s.dropped)
+    windows = [(p, text) for p, s in enumerate(splits) for text in s.windows]
+    doc_items = family.encode_texts([text for _, text in windows], "document")
+    cut.extend(_check_lengths(family, doc_items, [p for p, _ in windows], truncate or options.chunked))
+    query_of = {q: i for i, q in enumerate(queries)}
+    tokens = [len(query_items[query_of[query]]) for query, _ in pairs]
+    for (position, _), item in zip(windows, doc_items, strict=True):
+        tokens[position] += len(item)
+    owners = [p for p, _ in windows]
+    rows = [query_of[pairs[p][0]] for p in owners]
+    finish = cosine_finisher(len(queries), rows, owners, len(pairs))
+    cut = sorted(set(cut))
+    warnings = describe_cut(cut, chunked=options.chunked, limit=input_limit(family, options))
+    return ScoringJob(query_items + doc_items, "embed", CallOptions(), tokens, cut, warnings, finish)
+
+
+def _fit(
+    family: Family, docs: list[str], positions: Sequence[int], options: ScoreOptions, overhead: int, truncate: bool
+) -> list[Split]:
+    """Cut or split documents as text so that each piece fits the model next to its query."""
+    limit = family.limits.max_length
+    if options.max_input_tokens is not None:
+        if options.max_input_tokens > limit:
+            raise InvalidInput(
+                f"max_input_tokens={options.max_input_tokens} is over the model's limit of {limit}",
+                param="truncate_prompt_tokens",
+            )
+        limit = options.max_input_tokens
+    splits = fit_documents(
+        family.backend,
+        docs,
+        limit - overhead,
+        chunked=options.chunked,
+        side=options.truncation_side,
+        max_tokens=options.max_tokens_per_doc,
+        max_chunks=options.max_chunks_per_doc,
+    )
+    if not truncate and not options.chunked:
+        for position, split in zip(positions, splits, strict=True):
+            if split.dropped:
+                raise too_long(position, overhead + split.tokens, limit)
+    return splits
+
+
+def _check_lengths(
+    family: Family, encoded: Sequence[Encoded], positions: Sequence[int], truncate: bool, param: str = "documents"
+) -> list[int]:
+    """Positions of truncated inputs; with truncation off, the first one raises InputTooLong."""
+    cut = []
+    for position, item in zip(positions, encoded, strict=True):
+        if item.truncated:
+            if not truncate:
+                raise too_long(position, item.full_length, family.limits.max_length, param)
+            cut.append(position)
+    return cut

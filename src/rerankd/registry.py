@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
-from typing import Union
 
 from rerankd.errors import UnsupportedModel
-from rerankd.families.base import Embedder, FamilySpec, PairScorer
+from rerankd.families.base import FamilySpec
 from rerankd.loading import ModelFiles
-
-Family = Union[PairScorer, Embedder]  # noqa: UP007 - a runtime alias
 
 # Order matters: specific layouts first, generic ones last.
 FAMILY_MODULES: tuple[str, ...] = (

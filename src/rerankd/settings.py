@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Collection
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from rerankd.builder import LoadOptions
 
 
 def quantize_choice(text: str) -> str | None:
@@ -151,19 +154,15 @@ class Settings(BaseSettings):
         given = {key: value for key, value in flags.items() if value is not None}
         return type(self)(**{**self.model_dump(), **given}) if given else self
 
-    def reranker_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :meth:`rerankd.Reranker.from_pretrained`."""
-        return {
-            "device": self.device,
-            "dtype": self.dtype,
-            "family": self.family,
-            "max_length": self.max_length,
-            "normalize": self.normalize,
-            "trust_remote_code": self.trust_remote_code,
-            "batch_tokens": self.batch_tokens,
-            "max_batch_size": self.max_batch_size,
-            "truncation": self.truncation,
-            "backend": self.backend,
-            "quantize": self.quantize,
-            "dtype_guard": self.dtype_guard,
-        }
+    def load_options(self) -> LoadOptions:
+        """How every served or loaded model is loaded (:class:`rerankd.builder.LoadOptions`)."""
+        from rerankd.builder import LoadOptions  # imported here: reading settings must not import torch
+
+        return LoadOptions.from_kwargs(**self.model_dump(include=set(LOAD_FIELDS)))
+
+
+# Settings that are load options, under the same names as Reranker.from_pretrained's keywords.
+LOAD_FIELDS = (
+    "device", "dtype", "family", "max_length", "normalize", "trust_remote_code", "batch_tokens", "max_batch_size",
+    "truncation", "backend", "quantize", "dtype_guard",
+)  # fmt: skip

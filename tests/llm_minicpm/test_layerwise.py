@@ -60,7 +60,7 @@ def ours(layerwise_path: Path) -> Reranker:
 
 
 def _as_table(scores: Any, n_cutoffs: int) -> np.ndarray:
-    """(pairs, cutoffs) from rerankd's shape (a flat list for one cutoff, one list per pair for several)."""
+    """(pairs, cutoffs) from rerankd's per-layer rows (one tuple per pair, one score per cutoff)."""
     return np.array(scores, dtype=np.float64).reshape(-1, n_cutoffs)
 
 
@@ -75,7 +75,7 @@ def _flag_scores(flag: Any, pairs: Sequence[tuple[str, str]], cutoffs: list[int]
 def test_matches_flag_layerwise_reranker(ours: Reranker, flag: Any, cutoffs: list[int] | None) -> None:
     pairs = _pairs()
     want = _flag_scores(flag, pairs, cutoffs)
-    got = _as_table(ours.score(pairs, cutoff_layers=cutoffs), want.shape[1])
+    got = _as_table(ours.score_layers(pairs, cutoff_layers=cutoffs), want.shape[1])
     assert got.shape == want.shape == (len(pairs), 1 if cutoffs is None else len(cutoffs))
     assert np.abs(got - want).max() <= 1e-4
     for column in range(want.shape[1]):
@@ -88,7 +88,7 @@ def test_matches_flag_with_truncation_and_prompt(layerwise_path: Path, flag: Any
     pairs = _pairs()
     ours = Reranker.from_pretrained(str(layerwise_path), device="cpu", dtype="float32", normalize=False, max_length=40)
     want = _flag_scores(flag, pairs, [3, 7], max_length=40, prompt=PROMPT)
-    got = _as_table(ours.score(pairs, cutoff_layers=[7, 3], instruction=PROMPT), 2)
+    got = _as_table(ours.score_layers(pairs, cutoff_layers=[7, 3], instruction=PROMPT), 2)
     assert np.abs(got - want).max() <= 1e-4
     assert any(item.truncated for item in ours.family.encode_pairs(LONG_QUERY, [pairs[-1][1]], CallOptions()))
 
@@ -122,6 +122,7 @@ def test_one_cutoff_gives_one_score_and_rank_uses_the_deepest(ours: Reranker) ->
     docs = [d for _, d in _pairs()[:6]]
     single = ours.score([(QUERY, d) for d in docs], cutoff_layers=[6])
     assert all(isinstance(s, float) for s in single)
+    assert ours.score([(QUERY, d) for d in docs], cutoff_layers=[3, 6]) == single  # score() gives the deepest
     ranked = ours.rank(QUERY, docs, cutoff_layers=[6, 3])
     assert all(r.layer_scores is not None and len(r.layer_scores) == 2 for r in ranked)
     assert [r.score for r in ranked] == sorted(single, reverse=True)
@@ -130,8 +131,8 @@ def test_one_cutoff_gives_one_score_and_rank_uses_the_deepest(ours: Reranker) ->
 
 def test_batch_invariance(ours: Reranker) -> None:
     pairs = _pairs()
-    together = np.array(ours.score(pairs, cutoff_layers=[2, 9]))
-    alone = np.array([ours.score([pair], cutoff_layers=[2, 9])[0] for pair in pairs[:4]])
+    together = np.array(ours.score_layers(pairs, cutoff_layers=[2, 9]))
+    alone = np.array([ours.score_layers([pair], cutoff_layers=[2, 9])[0] for pair in pairs[:4]])
     assert np.abs(together[:4] - alone).max() <= 1e-5
 
 
@@ -173,7 +174,7 @@ def test_golden_scores(ours: Reranker) -> None:
         ("what is a panda?", "hi"),
         ("capital of france", "Paris is the capital city of france and a river."),
     ]
-    got = np.array(ours.score(pairs, cutoff_layers=[START_LAYER, N_LAYERS]))
+    got = np.array(ours.score_layers(pairs, cutoff_layers=[START_LAYER, N_LAYERS]))
     want = np.array(GOLDEN)
     assert np.abs(got - want).max() <= 1e-4
 
@@ -208,7 +209,7 @@ def test_checkpoint_keys_are_checked_strictly(layerwise_path: Path, tmp_path: Pa
 def test_bfloat16_runs_close_to_float32(layerwise_path: Path, ours: Reranker) -> None:
     pairs = _pairs()
     low = Reranker.from_pretrained(str(layerwise_path), device="cpu", dtype="bfloat16", normalize=False)
-    got = np.array(low.score(pairs, cutoff_layers=[3, N_LAYERS]))
-    want = np.array(ours.score(pairs, cutoff_layers=[3, N_LAYERS]))
+    got = np.array(low.score_layers(pairs, cutoff_layers=[3, N_LAYERS]))
+    want = np.array(ours.score_layers(pairs, cutoff_layers=[3, N_LAYERS]))
     assert np.isfinite(got).all()
     assert np.abs(got - want).max() <= 0.25

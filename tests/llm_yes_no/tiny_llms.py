@@ -9,10 +9,6 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from rerankd import Reranker
-from rerankd.families.base import ModelOptions
-from rerankd.loading import resolve_model
-from rerankd.registry import detect_family
-from rerankd.reranker import ModelInfo
 from tests.tiny_models import corpus, make_words, vocab_and_merges
 
 QWEN_SPECIALS = ["<|im_start|>", "<|im_end|>"]
@@ -122,10 +118,7 @@ def build_gemma(folder: Path, seed: int = 0) -> Path:
 
 
 def load_reranker(path: Path, *, normalize: bool = False, prefix_sharing: bool = True, **options: object) -> Reranker:
-    """A Reranker whose family was loaded with explicit ModelOptions (the facade does not expose every field)."""
-    files = resolve_model(str(path))
-    spec = detect_family(files, None)
-    model_options = ModelOptions(prefix_sharing=prefix_sharing, **options)
-    family = spec.load(files, torch.device("cpu"), torch.float32, model_options, False)
-    info = ModelInfo(str(path), str(path), spec.name, "cpu", "float32", family.limits.max_length, 0.0)
-    return Reranker(family, info, normalize=normalize)
+    """``Reranker.from_pretrained`` in float32 on the CPU with explicit family options."""
+    return Reranker.from_pretrained(
+        str(path), device="cpu", dtype="float32", normalize=normalize, prefix_sharing=prefix_sharing, **options
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,6 @@ from rerankd.families.base import ModelOptions
 from rerankd.families.bi_encoder import BiEncoderFamily
 from rerankd.families.cross_encoder import CrossEncoderFamily
 from rerankd.families.onnx_runtime import OnnxForward
-from rerankd.loading import resolve_model
-from rerankd.registry import detect_family
-from rerankd.reranker import ModelInfo
 
 pytest.importorskip("onnxruntime")
 
@@ -37,20 +35,9 @@ def load(
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Reranker:
-    """Load through the family loaders (what ``Reranker.from_pretrained`` will call) and wrap in a Reranker."""
-    files = resolve_model(str(path))
-    spec = detect_family(files)
-    family = spec.load(files, torch.device(device), dtype, options or ModelOptions(), False)
-    info = ModelInfo(
-        name=str(path),
-        path=str(files.path),
-        family=spec.name,
-        device=device,
-        dtype=str(dtype).removeprefix("torch."),
-        max_length=family.limits.max_length,
-        load_seconds=0.0,
-    )
-    return Reranker(family, info, normalize=False)
+    """``Reranker.from_pretrained`` with explicit family options, raw scores."""
+    model_options = asdict(options) if options is not None else {}
+    return Reranker.from_pretrained(str(path), device=device, dtype=dtype, normalize=False, **model_options)
 
 
 def onnx_forward_of(model: Reranker) -> OnnxForward:

@@ -34,8 +34,8 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RERANKD_BACKEND", "onnx")
     monkeypatch.setenv("RERANKD_QUANTIZE", "int8")
     monkeypatch.setenv("RERANKD_DTYPE_GUARD", "false")
-    kwargs = Settings().reranker_kwargs()
-    assert (kwargs["backend"], kwargs["quantize"], kwargs["dtype_guard"]) == ("onnx", "int8", False)
+    options = Settings().load_options()
+    assert (options.model.backend, options.model.quantize, options.dtype_guard) == ("onnx", "int8", False)
     monkeypatch.setenv("RERANKD_QUANTIZE", "none")
     assert Settings().quantize is None
     with pytest.raises(ValueError, match="backend"):

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 
 import pytest
 import torch
 
-from rerankd.families.base import Encoded, FamilyLimits
+from rerankd.errors import InvalidInput
+from rerankd.families.base import BatchKey, CallOptions, Encoded, FamilyLimits
 from rerankd.runtime.planner import TokenBudget, padded_length, padding_waste, plan_batches
 from rerankd.runtime.worker import run_planned
 
@@ -82,8 +84,23 @@ def test_plan_is_optimal_against_brute_force() -> None:
 
 
 def test_budget_must_be_positive() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput, match="must be positive"):
         TokenBudget(max_tokens=0)
+
+
+KEY = ("score", CallOptions())
+
+
+class FakeWorker:
+    """A runtime worker around a plain function of the batch."""
+
+    def __init__(self, forward: Callable[[list[Encoded]], torch.Tensor], limits: FamilyLimits) -> None:
+        self.limits = limits
+        self._forward = forward
+
+    def forward(self, batch: Sequence[Encoded], key: BatchKey) -> torch.Tensor:
+        assert key == KEY
+        return self._forward(list(batch))
 
 
 def test_run_planned_maps_results_back_to_input_order() -> None:
@@ -94,7 +111,7 @@ def test_run_planned_maps_results_back_to_input_order() -> None:
         seen_batches.append(len(batch))
         return torch.tensor([[float(len(e))] for e in batch])
 
-    out = run_planned(forward, items, FamilyLimits(max_length=16), TokenBudget(max_tokens=18))
+    out = run_planned(FakeWorker(forward, FamilyLimits(max_length=16)), items, KEY, TokenBudget(max_tokens=18))
     assert out[:, 0].tolist() == [3.0, 9.0, 1.0, 7.0, 8.0, 2.0]
     assert len(seen_batches) > 1 and sum(seen_batches) == len(items)
 
@@ -109,6 +126,7 @@ def test_identical_items_are_computed_once() -> None:
         rows.extend(len(e) for e in batch)
         return torch.tensor([[float(sum(e.input_ids))] for e in batch])
 
-    out = run_planned(forward, [a, b, a, a, b], FamilyLimits(max_length=8), TokenBudget(), progress=done.append)
+    worker = FakeWorker(forward, FamilyLimits(max_length=8))
+    out = run_planned(worker, [a, b, a, a, b], KEY, TokenBudget(), progress=done.append)
     assert out[:, 0].tolist() == [6.0, 9.0, 6.0, 6.0, 9.0]
     assert sorted(rows) == [2, 3] and sum(done) == 5

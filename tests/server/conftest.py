@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import uvicorn
 
 from rerankd import Reranker
 from rerankd.families.base import CallOptions, Encoded
+from rerankd.runtime.worker import FamilyWorker
 from rerankd.server import create_app
 from rerankd.settings import Settings
 
@@ -151,7 +152,8 @@ class FailingFamily:
 
 @pytest.fixture(scope="session")
 def failing_bert(bert: Reranker) -> Reranker:
-    return Reranker(FailingFamily(bert.family), bert.info, budget=bert.budget)
+    failing = FailingFamily(bert.family)
+    return Reranker(replace(bert.model, family=failing, worker=FamilyWorker(failing)))  # type: ignore[arg-type]
 
 
 def free_port() -> int:

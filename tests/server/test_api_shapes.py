@@ -4,11 +4,13 @@ against the offline library on the same weights."""
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from rerankd import Reranker
+from rerankd.jobs import Defaults
 from rerankd.server import schemas as s
 from tests.server.conftest import RunningServer
 
@@ -64,7 +66,7 @@ def test_object_documents_rank_fields_and_top_k_alias(main_server: RunningServer
 
 
 def test_raw_scores_and_use_activation(main_server: RunningServer, bert: Reranker) -> None:
-    raw = Reranker(bert.family, bert.info, normalize=False)
+    raw = Reranker(replace(bert.model, defaults=Defaults(normalize=False)))
     want = offline(raw, QUERY, DOCS)
     with main_server.client() as client:
         for extra in ({"raw_scores": True}, {"use_activation": False}):

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from rerankd.cache import CachedScore, MemoryCache, NoCache, RedisCache, make_cache, score_key, settings_digest
 from rerankd.jobs import ScoreOptions
+from rerankd.server.cache import CachedScore, MemoryCache, NoCache, RedisCache, make_cache, score_key, settings_digest
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.timeout(60)
 
 
 class RecordingForward:
-    """score(item) = sum of its ids; sleeps ``delay`` per batch; raises on the id ``poison``."""
+    """A worker: score(item) = sum of its ids; sleeps ``delay`` per batch; raises on the id ``poison``."""
+
+    limits = FamilyLimits(max_length=512)
 
     def __init__(self, delay: float = 0.0, poison: int | None = None) -> None:
         self.delay = delay
@@ -30,7 +32,7 @@ class RecordingForward:
         self.batches: list[tuple[list[int], Hashable]] = []
         self.threads: set[int] = set()
 
-    def __call__(self, batch: Sequence[Encoded], key: Hashable) -> torch.Tensor:
+    def forward(self, batch: Sequence[Encoded], key: Hashable) -> torch.Tensor:
         self.threads.add(threading.get_ident())
         self.batches.append(([item.input_ids[0] for item in batch], key))
         if self.delay:
@@ -54,7 +56,7 @@ def expected(batch: list[Encoded]) -> list[float]:
 
 def config(max_tokens: int = 64, max_batch: int = 8, **kwargs: Any) -> SchedulerConfig:
     budget = TokenBudget(max_tokens=max_tokens, max_batch_size=max_batch)
-    return SchedulerConfig(budget=budget, limits=FamilyLimits(max_length=512), **kwargs)
+    return SchedulerConfig(budget=budget, **kwargs)
 
 
 async def started(forward: RecordingForward, cfg: SchedulerConfig) -> Scheduler:

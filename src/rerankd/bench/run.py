@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 
+from rerankd.bench.workloads import WORKLOADS, Workload
+from rerankd.builder import LoadOptions
 from rerankd.families.base import CallOptions, Embedder
-from rerankd.families.first_token import first_token_layer
 from rerankd.reranker import Reranker
 from rerankd.runtime.planner import padding_waste, plan_batches
-from rerankd.workloads import WORKLOADS, Workload
 
 Progress = Callable[[int], None]
 
@@ -75,20 +75,6 @@ def matmul_peak_gflops(
     return best
 
 
-def _dense_shape(reranker: Reranker) -> tuple[int, int, int, int] | None:
-    """(non-embedding parameters, layers, hidden, parameters of a position-0-only last layer that only
-    position 0 uses, 0 when the last layer is not trimmed) of a torch family's model, or None."""
-    model = getattr(reranker.family, "model", None)
-    if not isinstance(model, torch.nn.Module):
-        return None
-    params = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name)
-    config = getattr(model, "config", None)
-    layers = int(getattr(config, "num_hidden_layers", 0) or 0)
-    hidden = int(getattr(config, "hidden_size", 0) or 0)
-    trimmed = first_token_layer(model)
-    return params, layers, hidden, trimmed.first_row_parameters() if trimmed is not None else 0
-
-
 def _encoded_lengths(reranker: Reranker, workload: Workload) -> list[int]:
     family = reranker.family
     lengths: list[int] = []
@@ -104,10 +90,11 @@ def _work(reranker: Reranker, lengths: list[int]) -> tuple[float, float | None]:
     """(padding waste, GFLOP of one pass over the workload) for the reranker's batch plan."""
     plan = plan_batches(lengths, reranker.budget, reranker.family.limits.pad_to_multiple_of)
     waste = padding_waste(lengths, plan)
-    shape = None if reranker.info.quantize else _dense_shape(reranker)  # int8 has no float matmul peak to match
+    estimate = reranker.model.spec.capabilities.compute_shape
+    shape = estimate(reranker.family) if estimate is not None else None  # None for ONNX and int8 models
     if shape is None:
         return waste, None
-    params, layers, hidden, first_only = shape
+    params, layers, hidden, first_only = shape.parameters, shape.layers, shape.hidden, shape.first_row_parameters
     flops = 0.0
     for batch in plan:
         width, rows = max(lengths[i] for i in batch), len(batch)
@@ -118,12 +105,16 @@ def _work(reranker: Reranker, lengths: list[int]) -> tuple[float, float | None]:
 
 
 def run_bench(
-    model: str, workload: str = "rerank-100", runs: int = 3, progress: Progress | None = None, **load: Any
+    model: str,
+    load: LoadOptions | None = None,
+    workload: str = "rerank-100",
+    runs: int = 3,
+    progress: Progress | None = None,
 ) -> BenchReport:
-    """Load ``model`` (``load`` goes to ``Reranker.from_pretrained``) and time ``runs`` passes over ``workload``."""
+    """Load ``model`` as ``load`` says and time ``runs`` passes over ``workload``."""
     work = WORKLOADS[workload]()
     started = time.perf_counter()
-    reranker = Reranker.from_pretrained(model, **load)
+    reranker = Reranker.from_pretrained(model, load)
     load_s = time.perf_counter() - started
     first = time.perf_counter()
     reranker.rank(work.queries[0], work.documents[0][:1])

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rerankd.errors import RerankdError
 from rerankd.settings import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 app = typer.Typer(
     name="rerankd",
@@ -36,12 +42,47 @@ def make_settings(**flags: Any) -> Settings:
         return Settings().with_overrides(**flags)
     except ValueError as exc:
         fail(f"invalid settings: {exc}")
-        raise  # unreachable, fail() exits
 
 
-def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}")
+# Exit statuses: 0 success, 1 a check that ran and failed (compare, smoke), 2 a usage or input error the user can
+# fix (bad flag value, unknown model, input too long), 3 the environment lacks something (an optional dependency,
+# a device), 4 a service is unavailable (model hub unreachable, server not ready, overloaded).
+EXIT_STATUS: dict[str, int] = {
+    "missing_dependency": 3,
+    "device_unavailable": 3,
+    "model_fetch_failed": 4,
+    "not_ready": 4,
+    "overloaded": 4,
+    "timeout": 4,
+}
+USAGE_ERROR = 2
+
+
+def exit_status(error: RerankdError) -> int:
+    """The CLI's exit status for a typed error (one table for every command)."""
+    return EXIT_STATUS.get(error.code, USAGE_ERROR)
+
+
+def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
+
+
+def command(*args: Any, **kwargs: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """``app.command`` whose typed errors become one ``error:`` line and :func:`exit_status` (no traceback)."""
+
+    def register(function: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(function)
+        def run(*a: P.args, **k: P.kwargs) -> R:
+            try:
+                return function(*a, **k)
+            except RerankdError as exc:
+                fail(exc.message, exit_status(exc))
+
+        app.command(*args, **kwargs)(run)
+        return run
+
+    return register
 
 
 def quiet_libraries() -> None:
@@ -57,8 +98,5 @@ def load_reranker(settings: Settings) -> Any:
     from rerankd.reranker import Reranker
 
     quiet_libraries()
-    try:
-        with err_console.status(f"loading {settings.model} ..."):
-            return Reranker.from_pretrained(settings.model, **settings.reranker_kwargs())
-    except RerankdError as exc:
-        fail(exc.message)
+    with err_console.status(f"loading {settings.model} ..."):
+        return Reranker.from_pretrained(settings.model, settings.load_options())

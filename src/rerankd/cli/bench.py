@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from rerankd.bench.workloads import WORKLOADS
 from rerankd.cli.app import (
     BackendOpt,
     DeviceOpt,
@@ -16,15 +17,13 @@ from rerankd.cli.app import (
     FamilyOpt,
     MaxLenOpt,
     QuantizeOpt,
-    app,
+    command,
     console,
     err_console,
     fail,
     make_settings,
     quiet_libraries,
 )
-from rerankd.errors import RerankdError
-from rerankd.workloads import WORKLOADS
 
 ROWS = [
     ("load time", "load_s", "{:.2f} s"),
@@ -41,7 +40,7 @@ ROWS = [
 ]
 
 
-@app.command()
+@command()
 def bench(
     model: Annotated[str, typer.Argument(help="Model folder, hub id or packaged model name.")],
     workload: Annotated[str, typer.Option(help=f"One of {', '.join(sorted(WORKLOADS))}.")] = "rerank-100",
@@ -55,21 +54,18 @@ def bench(
     quantize: QuantizeOpt = None,
 ) -> None:
     """Measure load time, latency, throughput, memory, GFLOP/s vs the matmul peak, and padding waste."""
-    from rerankd.benchmark import run_bench
+    from rerankd.bench.run import run_bench
 
     if workload not in WORKLOADS:
         fail(f"unknown workload {workload!r}; choose from {', '.join(sorted(WORKLOADS))}")
     quiet_libraries()
     flags = {"device": device, "dtype": dtype, "max_length": max_length, "family": family}
-    load = make_settings(**flags, backend=backend, quantize=quantize).reranker_kwargs()
+    load = make_settings(**flags, backend=backend, quantize=quantize).load_options()
     n_queries = len(WORKLOADS[workload]().queries) * runs
     columns = (TextColumn("benchmarking"), BarColumn(), MofNCompleteColumn())
-    try:
-        with Progress(*columns, console=err_console, transient=True) as bar:
-            task = bar.add_task("bench", total=n_queries)
-            report = run_bench(model, workload, runs, progress=lambda n: bar.advance(task, n), **load)
-    except RerankdError as exc:
-        fail(exc.message)
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("bench", total=n_queries)
+        report = run_bench(model, load, workload, runs, progress=lambda n: bar.advance(task, n))
     if as_json:
         console.print_json(json.dumps(report.as_dict()))
         return

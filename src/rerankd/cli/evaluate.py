@@ -21,14 +21,13 @@ from rerankd.cli.app import (
     ModelOpt,
     QuantizeOpt,
     RemoteOpt,
-    app,
+    command,
     console,
     err_console,
     fail,
     make_settings,
     quiet_libraries,
 )
-from rerankd.errors import RerankdError
 from rerankd.settings import Settings
 
 if TYPE_CHECKING:
@@ -78,7 +77,7 @@ def load_model(model: str, settings: Settings, progress: StageProgress) -> Reran
 
     stage = f"load {model}"
     progress(stage, 0, 1)
-    reranker = Reranker.from_pretrained(model, **settings.reranker_kwargs())
+    reranker = Reranker.from_pretrained(model, settings.load_options())
     progress(stage, 1, 1)
     return reranker
 
@@ -125,7 +124,7 @@ def _rerank_all(
     from rerankd.evaluation.configurations import load_configuration
     from rerankd.evaluation.quality import unique_name
 
-    base = settings.reranker_kwargs()
+    base = settings.load_options().flat()
     systems = [first]
     for spec in models:
         model, *assignments = [part.strip() for part in spec.split(";")]
@@ -138,7 +137,7 @@ def _rerank_all(
     return systems
 
 
-@app.command("eval")
+@command("eval")
 def eval_command(
     dataset_dir: Annotated[Path, typer.Argument(help="BEIR-layout folder: corpus.jsonl, queries.jsonl, qrels/.")],
     models: Annotated[
@@ -193,28 +192,25 @@ def eval_command(
     chosen = [] if first_stage_only else (models or [settings.model])
     quiet_libraries()
     quiet_bm25s()
-    try:
-        dataset = load_beir(dataset_dir, split, max_queries)
-        with progress_bars() as progress:
-            first = _first_stage(dataset, run, retriever, settings, top_k, progress)
-            options = {"top_k": top_k, "instruction": instruction, "cutoff_layers": cutoff_layers}
-            systems = _rerank_all(dataset, first, chosen, settings, progress, options)
-        report = build_quality_report(
-            dataset,
-            systems,
-            top_k=top_k,
-            measures=measures or DEFAULT_MEASURES,
-            ab_measure=ab_measure,
-            resamples=resamples,
-        )
-        if save_runs is not None:
-            save_runs.mkdir(parents=True, exist_ok=True)
-            for system in systems:
-                write_trec_run(system.run, save_runs / f"{re.sub(r'[^A-Za-z0-9._=-]+', '_', system.name)}.trec")
-        if plot is not None:
-            plot_quality(report, plot)
-    except RerankdError as exc:
-        fail(exc.message)
+    dataset = load_beir(dataset_dir, split, max_queries)
+    with progress_bars() as progress:
+        first = _first_stage(dataset, run, retriever, settings, top_k, progress)
+        options = {"top_k": top_k, "instruction": instruction, "cutoff_layers": cutoff_layers}
+        systems = _rerank_all(dataset, first, chosen, settings, progress, options)
+    report = build_quality_report(
+        dataset,
+        systems,
+        top_k=top_k,
+        measures=measures or DEFAULT_MEASURES,
+        ab_measure=ab_measure,
+        resamples=resamples,
+    )
+    if save_runs is not None:
+        save_runs.mkdir(parents=True, exist_ok=True)
+        for system in systems:
+            write_trec_run(system.run, save_runs / f"{re.sub(r'[^A-Za-z0-9._=-]+', '_', system.name)}.trec")
+    if plot is not None:
+        plot_quality(report, plot)
     emit_report(report.to_dict(), as_json, output)
     if not as_json:
         console.print(quality_table(report))
@@ -250,7 +246,7 @@ def _compare_inputs(
     ]
 
 
-@app.command()
+@command()
 def compare(
     config_a: Annotated[list[str] | None, typer.Option("--a", help="Configuration A: KEY=VALUE (repeat).")] = None,
     config_b: Annotated[list[str] | None, typer.Option("--b", help="Configuration B: KEY=VALUE (repeat).")] = None,
@@ -305,29 +301,26 @@ def compare(
         fail("--rel-error-on must be 'all' or 'active'")
     basis = cast(Literal["all", "active"], rel_error_on)
     thresholds = Thresholds(min_cosine, max_rel_error, basis, active_floor, min_spearman, min_overlap)
-    base = {"model": settings.model, **settings.reranker_kwargs()}
+    base = {"model": settings.model, **settings.load_options().flat()}
     quiet_libraries()
     quiet_bm25s()
-    try:
-        configs = [
-            parse_configuration(f"{name}: {', '.join(items)}" if items else name, base, items or [])
-            for name, items in (("A", config_a), ("B", config_b))
-        ]
-        pairs = _compare_inputs(dataset_dir, pairs_file, split, max_queries, per_query)
-        with progress_bars() as progress:
-            report = compare_configurations(
-                configs[0],
-                configs[1],
-                pairs,
-                embeddings=embeddings,
-                thresholds=thresholds,
-                top_k=top_k,
-                progress=progress,
-            )
-        if plot is not None:
-            plot_precision(report, plot)
-    except RerankdError as exc:
-        fail(exc.message)
+    configs = [
+        parse_configuration(f"{name}: {', '.join(items)}" if items else name, base, items or [])
+        for name, items in (("A", config_a), ("B", config_b))
+    ]
+    pairs = _compare_inputs(dataset_dir, pairs_file, split, max_queries, per_query)
+    with progress_bars() as progress:
+        report = compare_configurations(
+            configs[0],
+            configs[1],
+            pairs,
+            embeddings=embeddings,
+            thresholds=thresholds,
+            top_k=top_k,
+            progress=progress,
+        )
+    if plot is not None:
+        plot_precision(report, plot)
     emit_report(report.to_dict(), as_json, output)
     if not as_json:
         console.print(precision_inputs_table(report))
@@ -336,7 +329,7 @@ def compare(
         raise typer.Exit(1)
 
 
-@app.command()
+@command()
 def smoke(
     model: Annotated[str | None, typer.Argument(help="Model folder, hub id or packaged model name.")] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Timed runs for latency and throughput.")] = 5,
@@ -374,14 +367,11 @@ def smoke(
         normalize=False if raw else None,
     )
     quiet_libraries()
-    try:
-        with progress_bars() as progress:
-            reranker = load_model(settings.model, settings, progress)
-            report = run_smoke(
-                reranker, repeats=repeats, instruction=instruction, cutoff_layers=cutoff_layers, progress=progress
-            )
-    except RerankdError as exc:
-        fail(exc.message)
+    with progress_bars() as progress:
+        reranker = load_model(settings.model, settings, progress)
+        report = run_smoke(
+            reranker, repeats=repeats, instruction=instruction, cutoff_layers=cutoff_layers, progress=progress
+        )
     emit_report(report.to_dict(), as_json, output)
     if not as_json:
         console.print(smoke_table(report))

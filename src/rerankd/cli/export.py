@@ -8,11 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from rerankd.cli.app import FamilyOpt, RemoteOpt, app, console, err_console, fail, quiet_libraries
-from rerankd.errors import RerankdError
+from rerankd.cli.app import FamilyOpt, RemoteOpt, command, console, err_console, fail, quiet_libraries
 
 
-@app.command()
+@command()
 def export(
     model: Annotated[str, typer.Argument(help="Model folder, hub id or packaged model name.")],
     out: Annotated[Path, typer.Argument(help="Folder to write: the graph plus config and tokenizer files.")],
@@ -32,19 +31,15 @@ def export(
     if quantize not in (None, "int8"):
         fail(f"unknown --quantize {quantize!r}; the only choice is int8")
     quiet_libraries()
-    try:
-        with err_console.status(f"exporting {model} ..."):
-            report = export_onnx(
-                model,
-                out,
-                family=family,
-                quantize="int8" if quantize else None,
-                trust_remote_code=bool(trust_remote_code),
-                overwrite=force,
-            )
-    except RerankdError as exc:
-        fail(exc.message)
-        return
+    with err_console.status(f"exporting {model} ..."):
+        report = export_onnx(
+            model,
+            out,
+            family=family,
+            quantize="int8" if quantize else None,
+            trust_remote_code=bool(trust_remote_code),
+            overwrite=force,
+        )
     table = Table(title=f"{model} -> {report.folder} ({report.family})")
     table.add_column("graph")
     table.add_column("inputs -> output")

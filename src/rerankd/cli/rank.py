@@ -20,14 +20,13 @@ from rerankd.cli.app import (
     ModelOpt,
     QuantizeOpt,
     RemoteOpt,
-    app,
+    command,
     console,
     err_console,
     fail,
     load_reranker,
     make_settings,
 )
-from rerankd.errors import RerankdError
 
 PROGRESS_THRESHOLD = 64
 
@@ -61,7 +60,7 @@ def read_documents(source: str) -> list[str]:
     return docs
 
 
-@app.command()
+@command()
 def rank(
     query: Annotated[str, typer.Option("--query", "-q", help="The query to rank documents for.")],
     docs: Annotated[
@@ -96,10 +95,7 @@ def rank(
     if not documents:
         fail("no documents to rank")
     reranker = load_reranker(settings)
-    try:
-        results = _rank_with_progress(reranker, query, documents, top_n, instruction)
-    except RerankdError as exc:
-        fail(exc.message)
+    results = _rank_with_progress(reranker, query, documents, top_n, instruction)
     if as_json:
         payload = {
             "model": settings.model,
@@ -128,7 +124,7 @@ def _rank_with_progress(reranker, query, documents, top_n, instruction):  # type
         return reranker.rank(query, documents, top_n, instruction=instruction, progress=lambda n: bar.advance(task, n))
 
 
-@app.command()
+@command()
 def models() -> None:
     """List the supported model families and how each is detected."""
     from rerankd.registry import families
@@ -137,8 +133,10 @@ def models() -> None:
     table.add_column("family")
     table.add_column("detected by")
     table.add_column("what it is / score meaning", overflow="fold")
+    table.add_column("can", overflow="fold")
     table.add_column("published ids", overflow="fold")
     for spec in families():
-        table.add_row(spec.name, spec.detection, spec.summary, ", ".join(spec.known_ids) or "-")
+        can = ", ".join(spec.capabilities.names()) or "-"
+        table.add_row(spec.name, spec.detection, spec.summary, can, ", ".join(spec.known_ids) or "-")
     console.print(table)
     console.print("Override detection with --family NAME (library: family=NAME).")

@@ -17,7 +17,7 @@ from rerankd.cli.app import (
     MaxLenOpt,
     QuantizeOpt,
     RemoteOpt,
-    app,
+    command,
     fail,
     make_settings,
 )
@@ -25,7 +25,7 @@ from rerankd.cli.app import (
 ListOpt = list[str] | None
 
 
-@app.command()
+@command()
 def serve(
     model: Annotated[
         ListOpt,

@@ -119,8 +119,7 @@ def score_pairs(
 ) -> list[float]:
     """One score per pair (the deepest layer's when several cutoff layers are asked for)."""
     advance = stage_counter(progress, stage, len(pairs))
-    scores = reranker.score([(p.query, p.document) for p in pairs], progress=advance, **call)
-    return [float(s[-1]) if isinstance(s, list) else float(s) for s in scores]
+    return reranker.score([(p.query, p.document) for p in pairs], progress=advance, **call)
 
 
 def scores_report(

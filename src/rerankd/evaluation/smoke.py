@@ -63,8 +63,7 @@ class SmokeReport:
 
 
 def _score(reranker: Reranker, pairs: list[tuple[str, str]], call: dict[str, Any]) -> list[float]:
-    scores = reranker.score(pairs, **call)
-    return [float(s[-1]) if isinstance(s, list) else float(s) for s in scores]
+    return reranker.score(pairs, **call)
 
 
 def _mean_seconds(reranker: Reranker, pairs: list[tuple[str, str]], call: dict[str, Any], repeats: int) -> float:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Union, runtime_checkable
 
 import torch
 from tokenizers import Encoding, Tokenizer
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 PadSide = Literal["left", "right"]
 Activation = Literal["sigmoid", "identity"]
 Role = Literal["query", "document"]
+Kind = Literal["score", "embed"]  # which family operation a forward pass runs
+OnnxOutput = Literal["logits", "last_hidden_state"]  # the graph output an ONNX-capable family runs on
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +69,8 @@ class ModelOptions:
     # cache for every document (same scores up to float rounding); False runs every sequence whole.
     prefix_sharing: bool = True
     # Encoder families (cross-encoder, bi-encoder): run the forward pass in torch or in an ONNX Runtime
-    # session (see families/onnx_runtime.py). Only those two families read these two fields; the facade
-    # rejects them for the others (``encoder_backend.SUPPORTED_FAMILIES``).
+    # session (see families/onnx_runtime.py). Only families whose spec declares ``onnx_output`` read these two
+    # fields; the builder rejects them for the others.
     backend: Literal["torch", "onnx"] = "torch"
     # Encoder families on CPU: dynamic int8 quantisation of the Linear layers (opt-in, float32 models only).
     quantize: Literal["int8"] | None = None
@@ -100,11 +103,18 @@ class FamilyLimits:
 
 @runtime_checkable
 class PairScorer(Protocol):
-    """A cross-encoder style family: one score (or one per output head) per query-document pair."""
+    """A cross-encoder style family: one score (or one per output head) per query-document pair.
+
+    ``backend`` is the plain `tokenizers` tokenizer the family encodes with (long-document chunking cuts text with
+    it); ``weights()`` is the torch module whose parameters a dtype change applies to (the ``dtype="auto"``
+    guard), and raises :class:`UnsupportedModel` where they cannot change (ONNX, int8)."""
 
     family: str
     limits: FamilyLimits
     activation: Activation
+    backend: Tokenizer
+
+    def weights(self) -> torch.nn.Module: ...
 
     def encode_pairs(self, query: str, documents: Sequence[str], call: CallOptions) -> list[Encoded]:
         """Encode one query against many documents, truncating to ``limits.max_length``."""
@@ -118,10 +128,14 @@ class PairScorer(Protocol):
 
 @runtime_checkable
 class Embedder(Protocol):
-    """A bi-encoder family: one L2-normalised vector per text; score = cosine."""
+    """A bi-encoder family: one L2-normalised vector per text; score = cosine. ``backend`` and ``weights()`` as
+    for :class:`PairScorer`."""
 
     family: str
     limits: FamilyLimits
+    backend: Tokenizer
+
+    def weights(self) -> torch.nn.Module: ...
 
     def encode_texts(self, texts: Sequence[str], role: Role) -> list[Encoded]:
         """Encode texts as queries (with the query instruction) or as documents."""
@@ -129,18 +143,6 @@ class Embedder(Protocol):
 
     def embed(self, batch: Sequence[Encoded]) -> torch.Tensor:
         """L2-normalised embeddings, float32 on CPU, shape ``(len(batch), dim)``."""
-        ...
-
-
-@runtime_checkable
-class Castable(Protocol):
-    """A torch family whose weights can change dtype after loading (used by the ``dtype="auto"`` guard)."""
-
-    # Parameter-name prefixes (in ``weights()``) that stay float32: the small scoring heads.
-    keep_fp32: tuple[str, ...]
-
-    def weights(self) -> torch.nn.Module:
-        """The module holding the weights a dtype change applies to."""
         ...
 
 
@@ -159,12 +161,64 @@ def float_module(model: object) -> torch.nn.Module:
     return model
 
 
-Loader = Callable[[ModelFiles, torch.device, torch.dtype, ModelOptions, bool], "PairScorer | Embedder"]
+class OnnxExportable(Protocol):
+    """What a family whose spec declares ``Capabilities.onnx_output`` offers the ONNX exporter: its torch
+    model, whether the graph takes token types, and the folder (inside the model folder) the model lives in."""
+
+    model: Any
+    uses_token_types: bool
+    model_dir: Path | None
+
+
+Family = Union[PairScorer, Embedder]  # noqa: UP007 - a runtime alias
+BatchKey = tuple[Kind, CallOptions]  # forward passes only mix inputs with equal keys
+Loader = Callable[[ModelFiles, torch.device, torch.dtype, ModelOptions, bool], Family]
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeShape:
+    """The dense work of a family's model, for FLOP estimates (``rerankd bench``): parameters outside the
+    embeddings, layers, hidden size, and the parameters of a last layer that computes position 0 only (0 when
+    every position runs every layer)."""
+
+    parameters: int
+    layers: int
+    hidden: int
+    first_row_parameters: int = 0
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a family can do, declared once on its :class:`FamilySpec` (never discovered by probing objects).
+
+    - ``onnx_output``: the family runs on ONNX Runtime (``backend="onnx"``, ``rerankd export --onnx``, int8); the
+      graph output it reads. ``None``: torch only.
+    - ``fp32_heads``: parameter-name prefixes (in ``weights()``) that stay float32 when the body is cast to a
+      reduced dtype (the small scoring heads).
+    - ``prefix_sharing``: computes a query's shared prompt prefix once per batch (``prefix_sharing=`` option).
+    - ``layer_outputs``: one score per exit layer (``cutoff_layers=``).
+    - ``compute_shape``: the dense work of a loaded family's model (``None``: not estimated).
+    """
+
+    onnx_output: OnnxOutput | None = None
+    fp32_heads: tuple[str, ...] = ()
+    prefix_sharing: bool = False
+    layer_outputs: bool = False
+    compute_shape: Callable[[Family], ComputeShape | None] | None = None
+
+    def names(self) -> list[str]:
+        """The capabilities in words, for ``rerankd models``."""
+        flags = {
+            "onnx/int8": self.onnx_output is not None,
+            "prefix sharing": self.prefix_sharing,
+            "per-layer scores": self.layer_outputs,
+        }
+        return [name for name, present in flags.items() if present]
 
 
 @dataclass(frozen=True)
 class FamilySpec:
-    """A registry entry: how to recognise a family from a model folder and how to load it."""
+    """A registry entry: how to recognise a family from a model folder, how to load it, and what it can do."""
 
     name: str
     summary: str
@@ -174,6 +228,24 @@ class FamilySpec:
     # Published model ids whose config alone does not identify this family (matched on the hub id or
     # the folder's name), e.g. plain causal LMs that are rerankers only by their training.
     known_ids: tuple[str, ...] = ()
+    capabilities: Capabilities = Capabilities()
+
+
+def pad_token_id(tokenizer: PreTrainedTokenizerBase, fallback: Literal["unk", "eos"] | None = None) -> int:
+    """The id to pad with: the tokenizer's pad token, else its ``fallback`` token (unknown for Llama-style
+    tokenizers, end-of-sequence for causal LMs), else 0. Padding is masked, so it never changes scores."""
+    second = {"unk": tokenizer.unk_token_id, "eos": tokenizer.eos_token_id}.get(fallback or "")
+    return next((int(c) for c in (tokenizer.pad_token_id, second) if c is not None), 0)
+
+
+def check_single_label(files: ModelFiles) -> None:
+    """A sequence classifier is a reranker only with exactly one output logit."""
+    config = files.config
+    labels = config.get("num_labels") or len(config.get("id2label") or {0: ""})
+    if labels != 1:
+        raise UnsupportedModel(
+            f"{files.requested} is a sequence classifier with {labels} labels; a reranker needs exactly one logit"
+        )
 
 
 def clean_backend(tokenizer: PreTrainedTokenizerBase) -> Tokenizer:

@@ -17,21 +17,28 @@ import torch
 
 from rerankd.errors import UnsupportedModel
 from rerankd.families.base import (
+    Capabilities,
+    ComputeShape,
     Encoded,
+    Family,
     FamilyLimits,
     FamilySpec,
     ModelOptions,
+    OnnxOutput,
     Role,
     clean_backend,
     collate,
     encode_plain,
     float_module,
     last_token_index,
+    pad_token_id,
     single_special_count,
 )
 from rerankd.families.encoder_backend import encoder_model, model_device
-from rerankd.families.first_token import trim_last_layer
+from rerankd.families.first_token import dense_shape, trim_last_layer
 from rerankd.loading import ModelFiles, model_load_kwargs
+
+ONNX_OUTPUT: OnnxOutput = "last_hidden_state"
 
 _DECODER_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3", "minicpm"}
 _ST_MODES = {
@@ -117,11 +124,10 @@ class BiEncoderFamily:
         self.pooling = pooling
         self.query_prompt = query_prompt
         self.limits = FamilyLimits(max_length=max_length, pad_side="right")
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.pad_id = pad_token_id(tokenizer)
         self.uses_token_types = "token_type_ids" in tokenizer.model_input_names
+        self.model_dir: Path | None = None  # the transformer's folder (a sentence-transformers module path)
         self.n_special = single_special_count(self.backend)
-
-    keep_fp32: tuple[str, ...] = ()
 
     def weights(self) -> torch.nn.Module:
         return float_module(self.model)
@@ -164,12 +170,14 @@ def load_bi_encoder(
     def build() -> torch.nn.Module:
         return AutoModel.from_pretrained(folder, dtype=dtype, **model_load_kwargs(files, trust_remote_code))
 
-    model = encoder_model(layout.transformer_dir, build, tokenizer, "bi-encoder", device, dtype, options)
+    model = encoder_model(layout.transformer_dir, build, tokenizer, ONNX_OUTPUT, device, dtype, options)
     if pooling == "cls" and isinstance(model, torch.nn.Module):  # torch only: cached ONNX graphs serve any pooling
         trim_last_layer(model, first_token_pooling=True)
     max_length = options.max_length or layout.max_length or min(int(tokenizer.model_max_length), 512)
     prompt = options.query_instruction if options.query_instruction is not None else layout.query_prompt
-    return BiEncoderFamily(model, tokenizer, pooling, max_length, prompt)
+    family = BiEncoderFamily(model, tokenizer, pooling, max_length, prompt)
+    family.model_dir = layout.transformer_dir
+    return family
 
 
 def _detect(files: ModelFiles) -> bool:
@@ -179,10 +187,16 @@ def _detect(files: ModelFiles) -> bool:
     return bool(archs) and all(a.endswith("Model") for a in archs)
 
 
+def _compute_shape(family: Family) -> ComputeShape | None:
+    assert isinstance(family, BiEncoderFamily)
+    return dense_shape(family.model)
+
+
 SPEC = FamilySpec(
     name="bi-encoder",
     summary="embedding models; score = cosine of L2-normalised query and document vectors",
     detection="a sentence-transformers folder (modules.json) or a bare *Model architecture",
     detect=_detect,
     load=load_bi_encoder,
+    capabilities=Capabilities(onnx_output=ONNX_OUTPUT, compute_shape=_compute_shape),
 )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,21 +27,29 @@ from rerankd.families.base import (
     DEFAULT_CALL,
     Activation,
     CallOptions,
+    Capabilities,
+    ComputeShape,
     Encoded,
+    Family,
     FamilyLimits,
     FamilySpec,
     ModelOptions,
+    OnnxOutput,
+    check_single_label,
     clean_backend,
     collate,
     encode_plain,
     float_module,
+    pad_token_id,
     pair_special_count,
 )
 from rerankd.families.encoder_backend import encoder_model, model_device
-from rerankd.families.first_token import trim_last_layer
+from rerankd.families.first_token import dense_shape, trim_last_layer
 from rerankd.loading import ModelFiles, model_load_kwargs
 
 logger = logging.getLogger(__name__)
+
+ONNX_OUTPUT: OnnxOutput = "logits"
 
 
 def declared_activation(config: dict[str, Any]) -> Activation:
@@ -71,15 +80,14 @@ class CrossEncoderFamily:
         self.query_max_length = options.query_max_length or max_length * 3 // 4
         self.truncation = options.truncation
         self.activation: Activation = declared_activation(config)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.pad_id = pad_token_id(tokenizer)
         self.uses_token_types = "token_type_ids" in tokenizer.model_input_names
+        self.model_dir: Path | None = None  # the folder the weights came from
         self.n_special = pair_special_count(self.backend)
         self.truncating_backend = clean_backend(tokenizer)
         self.truncating_backend.enable_truncation(max_length, strategy="longest_first")
         if max_length <= self.n_special + 1:
             raise UnsupportedModel(f"max_length={max_length} leaves no room for text")
-
-    keep_fp32: tuple[str, ...] = ()
 
     def weights(self) -> torch.nn.Module:
         return float_module(self.model)
@@ -147,12 +155,7 @@ def load_cross_encoder(
 ) -> CrossEncoderFamily:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    num_labels = files.config.get("num_labels") or len(files.config.get("id2label") or {0: ""})
-    if num_labels != 1:
-        raise UnsupportedModel(
-            f"{files.requested} is a sequence classifier with {num_labels} labels; rerankd cross-encoders "
-            "need exactly one relevance logit"
-        )
+    check_single_label(files)
     tokenizer = AutoTokenizer.from_pretrained(str(files.path), trust_remote_code=trust_remote_code)
 
     def build() -> torch.nn.Module:
@@ -162,8 +165,15 @@ def load_cross_encoder(
         trim_last_layer(model)  # the head reads position 0 only: skip the rest of the last layer (torch and ONNX)
         return model
 
-    model = encoder_model(files.path, build, tokenizer, "cross-encoder", device, dtype, options)
-    return CrossEncoderFamily(model, tokenizer, files.config, options)
+    model = encoder_model(files.path, build, tokenizer, ONNX_OUTPUT, device, dtype, options)
+    family = CrossEncoderFamily(model, tokenizer, files.config, options)
+    family.model_dir = files.path
+    return family
+
+
+def _compute_shape(family: Family) -> ComputeShape | None:
+    assert isinstance(family, CrossEncoderFamily)
+    return dense_shape(family.model)
 
 
 def _detect(files: ModelFiles) -> bool:
@@ -176,4 +186,5 @@ SPEC = FamilySpec(
     detection="architectures: *ForSequenceClassification, num_labels 1",
     detect=_detect,
     load=load_cross_encoder,
+    capabilities=Capabilities(onnx_output=ONNX_OUTPUT, compute_shape=_compute_shape),
 )

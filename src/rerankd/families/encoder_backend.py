@@ -21,12 +21,8 @@ from typing import Any
 import torch
 
 from rerankd.errors import DeviceUnavailable, InvalidInput, UnsupportedModel
-from rerankd.families.base import ModelOptions
-from rerankd.families.onnx_graph import OutputName
+from rerankd.families.base import ModelOptions, OnnxOutput
 from rerankd.families.onnx_runtime import onnx_forward
-
-# The families that read ModelOptions.backend / .quantize, and the graph output each one runs on.
-SUPPORTED_FAMILIES: dict[str, OutputName] = {"cross-encoder": "logits", "bi-encoder": "last_hidden_state"}
 
 
 def check_backend(options: ModelOptions, device: torch.device, dtype: torch.dtype) -> None:
@@ -64,7 +60,7 @@ def encoder_model(
     folder: Path,
     build: Callable[[], torch.nn.Module],
     tokenizer: Any,
-    family: str,
+    output: OnnxOutput,
     device: torch.device,
     dtype: torch.dtype,
     options: ModelOptions,
@@ -72,12 +68,13 @@ def encoder_model(
     """The object an encoder family calls as ``model(**inputs)``: a torch module or an ONNX forward.
 
     ``build`` loads the transformers model (on the CPU, in ``dtype``); with ``backend="onnx"`` it is only
-    called when ``folder`` has no graph yet and one must be exported.
+    called when ``folder`` has no graph yet and one must be exported; ``output`` is the graph output the family
+    reads (its spec's ``Capabilities.onnx_output``).
     """
     check_backend(options, device, dtype)
     if options.backend == "onnx":
         names = input_names(uses_token_types(tokenizer))
-        return onnx_forward(folder, build, device, options.quantize, names, SUPPORTED_FAMILIES[family])
+        return onnx_forward(folder, build, device, options.quantize, names, output)
     model = build()
     model.to(device).eval()
     return quantize_linear_int8(model) if options.quantize == "int8" else model

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from rerankd.families.base import ComputeShape
+
 logger = logging.getLogger(__name__)
 
 FIRST_TOKEN_HEADS = (
@@ -117,3 +119,16 @@ def trim_last_layer(model: nn.Module, *, first_token_pooling: bool = False) -> b
     if not isinstance(layers[-1], FirstTokenLayer):
         layers[-1] = FirstTokenLayer(layers[-1])
     return True
+
+
+def dense_shape(model: object) -> ComputeShape | None:
+    """The dense work of an encoder family's torch model (None for ONNX sessions and int8 models, whose
+    arithmetic a float matmul peak does not describe)."""
+    if not isinstance(model, nn.Module) or any(".quantized" in type(m).__module__ for m in model.modules()):
+        return None
+    params = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name)
+    config = getattr(model, "config", None)
+    layers = int(getattr(config, "num_hidden_layers", 0) or 0)
+    hidden = int(getattr(config, "hidden_size", 0) or 0)
+    trimmed = first_token_layer(model)
+    return ComputeShape(params, layers, hidden, trimmed.first_row_parameters() if trimmed is not None else 0)

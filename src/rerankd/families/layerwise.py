@@ -34,6 +34,7 @@ from rerankd.families.base import (
     DEFAULT_CALL,
     Activation,
     CallOptions,
+    Capabilities,
     Encoded,
     FamilyLimits,
     FamilySpec,
@@ -41,11 +42,14 @@ from rerankd.families.base import (
     clean_backend,
     collate,
     encode_plain,
+    pad_token_id,
 )
 from rerankd.families.minicpm_model import MiniCPMConfig, MiniCPMModel, load_checkpoint, read_checkpoint
 from rerankd.loading import ModelFiles
 
 logger = logging.getLogger(__name__)
+
+HEADS = ("lm_head.",)  # the scoring heads: float32 whatever the body's dtype
 
 DEFAULT_PROMPT = (
     "Given a query A and a passage B, determine whether the passage contains an answer to the query by "
@@ -113,16 +117,13 @@ class LayerwiseFamily:
         if tokenizer.bos_token_id is None:
             raise UnsupportedModel("the layerwise reranker's tokenizer has no BOS token")
         self.bos_id: int = tokenizer.bos_token_id
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id
-        self.pad_id: int = pad if pad is not None else 0
+        self.pad_id = pad_token_id(tokenizer, "unk")
         self.start_layer = network.start_layer
         self.num_layers = network.model.config.num_hidden_layers
         self.sep_ids = self._tokens(SEPARATOR)
         self.default_prompt_ids = self._tokens(DEFAULT_PROMPT)
         default = (self.num_layers,) if options.cutoff_layers is None else options.cutoff_layers
         self.default_cutoffs = self.check_cutoffs(default)
-
-    keep_fp32 = ("lm_head.",)
 
     def weights(self) -> torch.nn.Module:
         return self.network
@@ -196,7 +197,7 @@ def load_layerwise(
     body, start_layer, head_multi = _layout(files)
     with torch.device("meta"):
         network = LayerwiseNetwork(body, start_layer, head_multi)
-    load_checkpoint(network, read_checkpoint(files.path), dtype, keep_fp32=("lm_head.",))
+    load_checkpoint(network, read_checkpoint(files.path), dtype, keep_fp32=HEADS)
     network.to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(files.path), trust_remote_code=trust_remote_code)
     logger.debug("layerwise MiniCPM: heads for layers %d..%d", start_layer, body.num_hidden_layers)
@@ -217,4 +218,5 @@ SPEC = FamilySpec(
     detect=_detect,
     load=load_layerwise,
     known_ids=("BAAI/bge-reranker-v2-minicpm-layerwise",),
+    capabilities=Capabilities(fp32_heads=HEADS, layer_outputs=True),
 )

@@ -33,19 +33,24 @@ from rerankd.families.base import (
     DEFAULT_CALL,
     Activation,
     CallOptions,
+    Capabilities,
     Encoded,
     FamilyLimits,
     FamilySpec,
     ModelOptions,
+    check_single_label,
     clean_backend,
     collate,
     encode_plain,
     last_token_index,
+    pad_token_id,
 )
 from rerankd.families.minicpm_model import MiniCPMConfig, MiniCPMModel, load_checkpoint, read_checkpoint
 from rerankd.loading import ModelFiles
 
 logger = logging.getLogger(__name__)
+
+HEADS = ("score.",)  # the scoring heads: float32 whatever the body's dtype
 
 # ---- Unverified from source (MODELS.md §6): the two choices live here and only here. ----
 #: Which hidden states feed the score head: "last_token" = the last non-padding token (Llama-style sequence
@@ -120,10 +125,7 @@ class MiniCPMRerankerFamily:
             raise UnsupportedModel("MiniCPM-Reranker's tokenizer needs <s> and </s> tokens")
         self.bos_id: int = tokenizer.bos_token_id
         self.eos_id: int = tokenizer.eos_token_id
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id
-        self.pad_id: int = pad if pad is not None else 0
-
-    keep_fp32 = ("score.",)
+        self.pad_id = pad_token_id(tokenizer, "unk")
 
     def weights(self) -> torch.nn.Module:
         return self.network
@@ -153,14 +155,12 @@ def load_minicpm_reranker(
     from transformers import AutoTokenizer
 
     config = files.config
-    num_labels = config.get("num_labels") or len(config.get("id2label") or {0: ""})
-    if num_labels != 1:
-        raise UnsupportedModel(f"{files.requested} has {num_labels} labels; a reranker needs exactly one logit")
+    check_single_label(files)
     # The published model sets is_causal: false; a MiniCPM classifier without the key is the causal original.
     body = MiniCPMConfig.from_dict(config, causal=bool(config.get("is_causal", True)))
     with torch.device("meta"):
-        network = SequenceClassifierNetwork(body, num_labels)
-    load_checkpoint(network, read_checkpoint(files.path), dtype, keep_fp32=("score.",))
+        network = SequenceClassifierNetwork(body, num_labels=1)
+    load_checkpoint(network, read_checkpoint(files.path), dtype, keep_fp32=HEADS)
     network.to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(files.path), trust_remote_code=trust_remote_code)
     return MiniCPMRerankerFamily(network, tokenizer, options)
@@ -177,4 +177,5 @@ SPEC = FamilySpec(
     detect=_detect,
     load=load_minicpm_reranker,
     known_ids=("openbmb/MiniCPM-Reranker",),
+    capabilities=Capabilities(fp32_heads=HEADS),
 )

@@ -14,11 +14,12 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from rerankd.errors import MissingDependency
+from rerankd.families.base import OnnxOutput
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ OPSET = 17
 GRAPH_VERSION = 2
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model_int8.onnx"
-OutputName = Literal["logits", "last_hidden_state"]
+OutputName = OnnxOutput
 _TWO_GB = 2 * 1024**3
 
 

@@ -39,12 +39,14 @@ from rerankd.families.base import (
     DEFAULT_CALL,
     Activation,
     CallOptions,
+    Capabilities,
     Encoded,
     FamilyLimits,
     FamilySpec,
     ModelOptions,
     clean_backend,
     encode_plain,
+    pad_token_id,
 )
 from rerankd.families.prefix_sharing import PrefixSharingDecoder, load_decoder_with_rows
 from rerankd.loading import ModelFiles
@@ -95,8 +97,6 @@ class QwenYesNoFamily:
         if self.body_budget < 1:
             raise UnsupportedModel(f"max_length={max_length} leaves no room for the Qwen3-Reranker prompt")
         self.limits = FamilyLimits(max_length=max_length, pad_side="right")
-
-    keep_fp32: tuple[str, ...] = ()  # the head row is a separate float32 tensor
 
     def weights(self) -> torch.nn.Module:
         return self.decoder.model
@@ -149,8 +149,6 @@ class BgeGemmaYesFamily:
         self.sep_ids = tuple(encode_plain(self.backend, ["\n"])[0].ids)
         self._prompts: dict[str, tuple[int, ...]] = {}
         self.limits = FamilyLimits(max_length=max_length, pad_side="right", pad_to_multiple_of=8)
-
-    keep_fp32: tuple[str, ...] = ()  # the head row is a separate float32 tensor
 
     def weights(self) -> torch.nn.Module:
         return self.decoder.model
@@ -216,7 +214,7 @@ def load_qwen3_yes_no(
     tokenizer = _tokenizer(files)
     ids = [_single_token(tokenizer, "yes", files), _single_token(tokenizer, "no", files)]
     model, rows = load_decoder_with_rows(files, device, dtype, ids)
-    decoder = PrefixSharingDecoder(model, _pad_id(tokenizer), prefix_sharing=options.prefix_sharing)
+    decoder = PrefixSharingDecoder(model, pad_token_id(tokenizer, "eos"), prefix_sharing=options.prefix_sharing)
     max_length = options.max_length or default_max_length(files.config, QWEN_DEFAULT_MAX_LENGTH)
     return QwenYesNoFamily(decoder, rows[0] - rows[1], tokenizer, max_length)
 
@@ -233,18 +231,11 @@ def load_bge_gemma_yes(
         raise UnsupportedModel(f"{files.requested}: the tokenizer encodes 'Yes' as nothing")
     model, rows = load_decoder_with_rows(files, device, dtype, yes_ids[:1])
     decoder = PrefixSharingDecoder(
-        model, _pad_id(tokenizer), prefix_sharing=options.prefix_sharing, pad_to_multiple_of=8
+        model, pad_token_id(tokenizer, "eos"), prefix_sharing=options.prefix_sharing, pad_to_multiple_of=8
     )
     max_length = options.max_length or default_max_length(files.config, BGE_DEFAULT_MAX_LENGTH)
     softcap = getattr(model.config, "final_logit_softcapping", None)
     return BgeGemmaYesFamily(decoder, rows[0], tokenizer, max_length, options.query_max_length, softcap)
-
-
-def _pad_id(tokenizer: Any) -> int:
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if candidate is not None:
-            return int(candidate)
-    return 0
 
 
 def _is_gemma2_lightweight(files: ModelFiles) -> bool:
@@ -271,6 +262,9 @@ def _never(files: ModelFiles) -> bool:
     return False
 
 
+# The yes/no head row is a separate float32 tensor, outside weights(): nothing there to keep float32.
+PREFIX_SHARING = Capabilities(prefix_sharing=True)
+
 QWEN3_SPEC = FamilySpec(
     name=QwenYesNoFamily.family,
     summary="Qwen3-Reranker 0.6B/4B/8B: sigmoid(l_yes - l_no) on its chat-template judgement prompt",
@@ -278,6 +272,7 @@ QWEN3_SPEC = FamilySpec(
     detect=_never,
     load=load_qwen3_yes_no,
     known_ids=("Qwen/Qwen3-Reranker-0.6B", "Qwen/Qwen3-Reranker-4B", "Qwen/Qwen3-Reranker-8B"),
+    capabilities=PREFIX_SHARING,
 )
 
 BGE_GEMMA_SPEC = FamilySpec(
@@ -287,6 +282,7 @@ BGE_GEMMA_SPEC = FamilySpec(
     detect=_never,
     load=load_bge_gemma_yes,
     known_ids=("BAAI/bge-reranker-v2-gemma",),
+    capabilities=PREFIX_SHARING,
 )
 
 GEMMA2_LIGHTWEIGHT_SPEC = FamilySpec(

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rerankd.families.base import Castable, cast_parameters
+from rerankd.families.base import cast_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -110,16 +110,13 @@ def float32_fits(folder: Path, device: torch.device, share: float = 0.5) -> bool
 
 
 def check_loaded(
-    family: object, probe: Callable[[], Sequence[float]], dtype: torch.dtype
-) -> tuple[torch.dtype, Agreement | None]:
-    """Run the guard on a family loaded in float32: the dtype it ends in, and the probe agreement.
+    module: torch.nn.Module, keep_fp32: Sequence[str], probe: Callable[[], Sequence[float]], dtype: torch.dtype
+) -> tuple[torch.dtype, Agreement]:
+    """Run the guard on a family's weights loaded in float32: the dtype it ends in, and the probe agreement.
+    ``keep_fp32`` are the parameter-name prefixes that stay float32 (the family's declared scoring heads).
 
     The float32 tensors are kept until the verdict, so a fallback restores them exactly (no bf16 rounding
     left behind); memory peaks at 1.5x the float32 model during the check."""
-    if not isinstance(family, Castable):
-        logger.warning("dtype auto: %s cannot change dtype after loading; using float32", type(family).__name__)
-        return torch.float32, None
-    module, keep = family.weights(), family.keep_fp32
     originals = {name: param.data for name, param in module.named_parameters()}
 
     def cast(target: torch.dtype) -> None:
@@ -127,7 +124,7 @@ def check_loaded(
             for name, param in module.named_parameters():
                 param.data = originals[name]
         else:
-            cast_parameters(module, target, keep)
+            cast_parameters(module, target, keep_fp32)
 
     chosen, agreement = guard_reduced_precision(probe, cast, dtype)
     originals.clear()

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
+from rerankd.errors import InvalidInput
+
 
 @dataclass(frozen=True, slots=True)
 class TokenBudget:
@@ -22,7 +24,10 @@ class TokenBudget:
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1 or self.max_batch_size < 1 or self.batch_overhead_tokens < 0:
-            raise ValueError("max_tokens and max_batch_size must be positive")
+            raise InvalidInput(
+                f"batch_tokens ({self.max_tokens}) and max_batch_size ({self.max_batch_size}) must be positive",
+                param="batch_tokens",
+            )
 
 
 def padded_length(length: int, multiple: int | None) -> int:

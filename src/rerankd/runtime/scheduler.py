@@ -3,8 +3,9 @@
 Each request (a *ticket*) brings a list of encoded items and a batch key (requests with different keys,
 e.g. different ``CallOptions``, never share a forward pass). A single dispatcher task per model repeatedly
 cuts a *pool* of items that fits the token budget, taken across the waiting requests, lets
-:func:`~rerankd.runtime.planner.plan_batches` order it into batches and runs them in a worker thread, off
-the event loop. Results go back to each request in its own item order.
+:func:`~rerankd.runtime.planner.plan_batches` order it into batches and hands each batch to the model's
+:class:`~rerankd.runtime.worker.Worker` in a thread, off the event loop. Results go back to each request in
+its own item order.
 
 Fairness: tickets are served smallest-remaining first (a 5-item request that arrives behind a 1,000-item one
 goes into the very next pool), and the oldest ticket always gets a quarter of every pool, so a large request
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -29,12 +30,12 @@ from typing import Protocol
 import torch
 
 from rerankd.errors import DeadlineExceeded, NotReady, Overloaded
-from rerankd.families.base import Encoded, FamilyLimits
+from rerankd.families.base import BatchKey, Encoded
 from rerankd.runtime.planner import TokenBudget, padded_length, plan_batches
+from rerankd.runtime.worker import Worker
 
 logger = logging.getLogger(__name__)
 
-BatchForward = Callable[[Sequence[Encoded], Hashable], torch.Tensor]
 OLDEST_SHARE = 4  # the oldest ticket gets 1/OLDEST_SHARE of each pool
 
 
@@ -72,7 +73,7 @@ class NullObserver:
 @dataclass(eq=False)
 class _Ticket:
     items: Sequence[Encoded]
-    key: Hashable
+    key: BatchKey
     priority: int
     arrival: float
     future: asyncio.Future[torch.Tensor]
@@ -94,7 +95,6 @@ Member = tuple[_Ticket, int]  # (ticket, item position)
 @dataclass(frozen=True)
 class SchedulerConfig:
     budget: TokenBudget
-    limits: FamilyLimits
     max_queued_items: int = 4096
     timeout_s: float | None = 30.0
     retry_after_s: float = 1.0
@@ -105,20 +105,20 @@ class Scheduler:
 
     def __init__(
         self,
-        forward: BatchForward,
+        worker: Worker,
         config: SchedulerConfig,
         *,
         observer: SchedulerObserver | None = None,
         name: str = "",
     ) -> None:
-        self._forward = forward
+        self._worker = worker
         self.config = config
         self.name = name
         self._observer = observer or NullObserver()
         self._tickets: list[_Ticket] = []
         self._queued = 0
         self._in_flight = 0
-        self._last_key: Hashable = None
+        self._last_key: BatchKey | None = None
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -135,7 +135,7 @@ class Scheduler:
         self._task = asyncio.get_running_loop().create_task(self._dispatch(), name=f"rerankd-scheduler-{self.name}")
 
     async def submit(
-        self, items: Sequence[Encoded], key: Hashable, *, priority: int = 0, timeout_s: float | None = None
+        self, items: Sequence[Encoded], key: BatchKey, *, priority: int = 0, timeout_s: float | None = None
     ) -> torch.Tensor:
         """Raw forward outputs for ``items``, in their order. Cancelling the caller drops the queued items."""
         if self._closing or self._task is None:
@@ -227,7 +227,7 @@ class Scheduler:
                 self._in_flight -= len(pool)
                 self._update_idle()
 
-    def _next_key(self) -> Hashable:
+    def _next_key(self) -> BatchKey:
         keys = {t.key for t in self._tickets}
         candidates = self._tickets if len(keys) == 1 else [t for t in self._tickets if t.key != self._last_key]
         first = min(candidates, key=lambda t: (t.priority, t.arrival))
@@ -239,7 +239,7 @@ class Scheduler:
         key = self._next_key()
         group = sorted((t for t in self._tickets if t.key == key), key=lambda t: (t.priority, t.remaining, t.arrival))
         oldest = min(group, key=lambda t: t.arrival)
-        budget, multiple = self.config.budget, self.config.limits.pad_to_multiple_of
+        budget, multiple = self.config.budget, self._worker.limits.pad_to_multiple_of
         pool: list[Member] = []
         width = 0
 
@@ -277,7 +277,7 @@ class Scheduler:
         return pool
 
     async def _run_pool(self, pool: list[Member]) -> None:
-        multiple = self.config.limits.pad_to_multiple_of
+        multiple = self._worker.limits.pad_to_multiple_of
         plan = plan_batches([len(t.items[p]) for t, p in pool], self.config.budget, multiple)
         loop = asyncio.get_running_loop()
         for batch in plan:
@@ -289,7 +289,7 @@ class Scheduler:
             inputs = list(distinct)
             started = time.perf_counter()
             try:
-                raw = await loop.run_in_executor(self._executor, self._forward, inputs, members[0][0].key)
+                raw = await loop.run_in_executor(self._executor, self._worker.forward, inputs, members[0][0].key)
             except Exception as exc:  # a failed batch fails its own requests; the others go on
                 logger.exception("forward pass failed on %s (%d rows); failing its requests", self.name, len(inputs))
                 self._fail(list({id(t): t for t, _ in members}.values()), exc)

@@ -1,30 +1,60 @@
-"""Run a family's forward passes over a batch plan and put the results back in input order."""
+"""The runtime's one seam to the model: a :class:`Worker` runs a forward pass over a batch someone else cut.
+
+Both execution paths call a worker and nothing else: :func:`run_planned` (the synchronous library path, which
+plans its own batches) and the :class:`~rerankd.runtime.scheduler.Scheduler` (the server, which batches items of
+many requests together). Neither knows what a score means or who asked.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from typing import Protocol, cast
 
 import torch
 
-from rerankd.families.base import Encoded, FamilyLimits
+from rerankd.families.base import BatchKey, Embedder, Encoded, Family, FamilyLimits, PairScorer
 from rerankd.runtime.planner import TokenBudget, plan_batches
 
-Forward = Callable[[Sequence[Encoded]], torch.Tensor]
 Progress = Callable[[int], None]
 
 
+class Worker(Protocol):
+    """Prepared model inputs in, raw output rows out (one row per input, in batch order)."""
+
+    limits: FamilyLimits
+
+    def forward(self, batch: Sequence[Encoded], key: BatchKey) -> torch.Tensor: ...
+
+
+class FamilyWorker:
+    """Runs one loaded family's forward passes: one at a time (a lock per model, so any thread may call it), in
+    inference mode. ``key`` says which operation the batch needs: ``("score", call)`` or ``("embed", call)``."""
+
+    def __init__(self, family: Family) -> None:
+        self.family = family
+        self.limits = family.limits
+        self._lock = threading.Lock()
+
+    def forward(self, batch: Sequence[Encoded], key: BatchKey) -> torch.Tensor:
+        kind, call = key
+        with self._lock, torch.inference_mode():
+            if kind == "embed":  # jobs of kind "embed" are only prepared for embedders, "score" for pair scorers
+                return cast(Embedder, self.family).embed(batch)
+            return cast(PairScorer, self.family).score(batch, call)
+
+
 def run_planned(
-    forward: Forward,
+    worker: Worker,
     items: Sequence[Encoded],
-    limits: FamilyLimits,
+    key: BatchKey,
     budget: TokenBudget,
     progress: Progress | None = None,
 ) -> torch.Tensor:
-    """Score or embed ``items`` in length-sorted, token-budgeted batches.
+    """Run ``items`` through ``worker`` in length-sorted, token-budgeted batches; rows follow ``items``.
 
-    ``forward`` is a family's ``score`` or ``embed``; the result's first dimension follows ``items``.
-    Identical items are computed once (so they also get bit-identical results). ``progress`` is called
-    with the number of input items finished after each batch.
+    Identical items are computed once (so they also get bit-identical results). ``progress`` is called with the
+    number of input items finished after each batch.
     """
     if not items:
         return torch.empty(0)
@@ -32,28 +62,15 @@ def run_planned(
     slots = [unique.setdefault(item, len(unique)) for item in items]
     distinct = list(unique)
     copies = torch.bincount(torch.tensor(slots), minlength=len(distinct)).tolist()
-    computed = _run_distinct(forward, distinct, limits, budget, copies, progress)
-    return computed[torch.tensor(slots, dtype=torch.long)]
-
-
-def _run_distinct(
-    forward: Forward,
-    items: Sequence[Encoded],
-    limits: FamilyLimits,
-    budget: TokenBudget,
-    copies: Sequence[int],
-    progress: Progress | None,
-) -> torch.Tensor:
-    plan = plan_batches([len(item) for item in items], budget, limits.pad_to_multiple_of)
+    plan = plan_batches([len(item) for item in distinct], budget, worker.limits.pad_to_multiple_of)
     results: list[torch.Tensor] = []
     positions: list[int] = []
-    with torch.inference_mode():
-        for batch in plan:
-            results.append(forward([items[i] for i in batch]))
-            positions.extend(batch)
-            if progress is not None:
-                progress(sum(copies[i] for i in batch))
+    for batch in plan:
+        results.append(worker.forward([distinct[i] for i in batch], key))
+        positions.extend(batch)
+        if progress is not None:
+            progress(sum(copies[i] for i in batch))
     stacked = torch.cat(results, dim=0)
-    out = torch.empty_like(stacked)
-    out[torch.tensor(positions, dtype=torch.long)] = stacked
-    return out
+    computed = torch.empty_like(stacked)
+    computed[torch.tensor(positions, dtype=torch.long)] = stacked
+    return computed[torch.tensor(slots, dtype=torch.long)]

@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from rerankd.cache import ScoreCache, make_cache
 from rerankd.reranker import Reranker
+from rerankd.server.cache import ScoreCache, make_cache
 from rerankd.server.engine import Engine
 from rerankd.server.errors import install_error_handlers
 from rerankd.server.metrics import Metrics

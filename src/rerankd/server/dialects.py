@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from rerankd.errors import InvalidInput
-from rerankd.jobs import ScoreOptions
+from rerankd.errors import EmptyInput, InvalidInput
+from rerankd.jobs import ScoreOptions, ranking
 from rerankd.server import schemas as s
 from rerankd.server.engine import PairScores
-from rerankd.validation import check_query, check_texts
+from rerankd.validation import CheckedPairs, CheckedTexts, check_pairs, check_texts, ranking_pairs
 
 PREDICT_LABEL = "LABEL_0"  # a reranker's one output, as TEI names a single-label classifier's output
 
@@ -93,17 +93,13 @@ def document_texts(documents: list[s.DocumentIn], rank_fields: list[str] | None,
     return texts
 
 
-def rank_pairs(query: str, documents: list[str], param: str = "documents") -> list[tuple[str, str]]:
-    check_query(query)
-    check_texts(documents, param=param)
-    return [(query, document) for document in documents]
+def rank_pairs(query: str, documents: list[str], param: str = "documents") -> CheckedPairs:
+    return ranking_pairs(query, documents, param=param)
 
 
 def ranked_order(scores: PairScores, top_n: int | None) -> list[int]:
     """Document indices best first (ties keep input order), cut to ``top_n`` (None or 0: all)."""
-    primary = [row[-1] for row in scores.rows]
-    order = sorted(range(len(primary)), key=lambda i: -primary[i])
-    return order[:top_n] if top_n else order
+    return ranking(scores.scores, top_n)
 
 
 def _meta(scores: PairScores, version: str, n_documents: int) -> s.Meta:
@@ -120,10 +116,11 @@ def rerank_response(
     scores: PairScores, order: list[int], documents: list[s.DocumentIn], return_documents: bool, version: str
 ) -> s.RerankResponse:
     results = []
+    primary = scores.scores
     for index in order:
         document = documents[index] if return_documents else None
         shown = {"text": document} if isinstance(document, str) else document
-        results.append(s.RerankResult(index=index, relevance_score=scores.rows[index][-1], document=shown))
+        results.append(s.RerankResult(index=index, relevance_score=primary[index], document=shown))
     tokens = sum(scores.tokens)
     return s.RerankResponse(
         id=f"rerank-{uuid.uuid4()}",
@@ -135,18 +132,20 @@ def rerank_response(
 
 
 def v2_response(scores: PairScores, order: list[int], n_documents: int) -> s.V2RerankResponse:
-    results = [s.V2RerankResult(index=i, relevance_score=scores.rows[i][-1]) for i in order]
+    primary = scores.scores
+    results = [s.V2RerankResult(index=i, relevance_score=primary[i]) for i in order]
     return s.V2RerankResponse(
         id=str(uuid.uuid4()), model=scores.model, results=results, meta=_meta(scores, "2", n_documents)
     )
 
 
 def tei_response(scores: PairScores, order: list[int], texts: list[str], return_text: bool) -> s.TEIRerankResponse:
-    ranks = [s.TEIRank(index=i, score=scores.rows[i][-1], text=texts[i] if return_text else None) for i in order]
+    primary = scores.scores
+    ranks = [s.TEIRank(index=i, score=primary[i], text=texts[i] if return_text else None) for i in order]
     return s.TEIRerankResponse(ranks)
 
 
-def score_request_pairs(body: s.ScoreRequest) -> list[tuple[str, str]]:
+def score_request_pairs(body: s.ScoreRequest) -> CheckedPairs:
     """vLLM's field pairs; one query against N documents (1:1, 1:N) or N queries against N (pairwise)."""
     for first, second in (("text_1", "text_2"), ("queries", "documents"), ("queries", "items"), ("data_1", "data_2")):
         left, right = getattr(body, first), getattr(body, second)
@@ -159,49 +158,49 @@ def score_request_pairs(body: s.ScoreRequest) -> list[tuple[str, str]]:
     lefts = [left] if isinstance(left, str) else list(left)
     rights = [right] if isinstance(right, str) else list(right)
     if not lefts or not rights:
-        raise InvalidInput(f"{first if not lefts else second} must not be empty", param=first if not lefts else second)
+        raise EmptyInput(f"{first if not lefts else second} must not be empty", param=first if not lefts else second)
     if len(lefts) == 1:
-        return [(lefts[0], r) for r in rights]
+        return check_pairs([(lefts[0], r) for r in rights])
     if len(lefts) != len(rights):
         raise InvalidInput(
             f"{first} has {len(lefts)} texts and {second} has {len(rights)}: give one {first} text, or as many as "
             f"{second}",
             param=first,
         )
-    return list(zip(lefts, rights, strict=True))
+    return check_pairs(list(zip(lefts, rights, strict=True)))
 
 
 def score_response(scores: PairScores) -> s.ScoreResponse:
     tokens = sum(scores.tokens)
-    data = [s.ScoreData(index=i, score=row[-1]) for i, row in enumerate(scores.rows)]
+    data = [s.ScoreData(index=i, score=score) for i, score in enumerate(scores.scores)]
     usage = s.ScoreUsage(prompt_tokens=tokens, total_tokens=tokens)
     return s.ScoreResponse(
         id=f"score-{uuid.uuid4().hex}", created=int(time.time()), model=scores.model, data=data, usage=usage
     )
 
 
-def predict_pairs(inputs: list[str] | list[list[str]] | str) -> tuple[list[tuple[str, str]], bool]:
+def predict_pairs(inputs: list[str] | list[list[str]] | str) -> tuple[CheckedPairs, bool]:
     """(pairs, single) from TEI's ``inputs``: one [query, document] pair or a batch of them."""
     if isinstance(inputs, list) and len(inputs) == 2 and all(isinstance(x, str) for x in inputs):
-        return [(str(inputs[0]), str(inputs[1]))], True
+        return check_pairs([(str(inputs[0]), str(inputs[1]))]), True
     if isinstance(inputs, list) and inputs and all(isinstance(x, list) for x in inputs):
         pairs = []
         for index, item in enumerate(inputs):
             if not isinstance(item, list) or len(item) != 2:
                 raise InvalidInput(f"inputs[{index}] must be a [query, document] pair", param="inputs")
             pairs.append((item[0], item[1]))
-        return pairs, False
+        return check_pairs(pairs), False
     if isinstance(inputs, list) and not inputs:
-        raise InvalidInput("inputs must not be empty", param="inputs")
+        raise EmptyInput("inputs must not be empty", param="inputs")
     raise InvalidInput("/predict scores [query, document] pairs; a single text has nothing to rank", param="inputs")
 
 
 def predict_response(scores: PairScores, single: bool) -> s.PredictResponse:
-    rows = [[s.Prediction(score=row[-1], label=PREDICT_LABEL)] for row in scores.rows]
+    rows = [[s.Prediction(score=score, label=PREDICT_LABEL)] for score in scores.scores]
     return s.PredictResponse(rows[0] if single else rows)
 
 
-def embedding_texts(body: s.EmbeddingRequest) -> list[str]:
+def embedding_texts(body: s.EmbeddingRequest) -> CheckedTexts:
     return check_texts([body.input] if isinstance(body.input, str) else body.input, param="input")
 
 

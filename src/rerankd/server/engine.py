@@ -1,10 +1,11 @@
 """The served models of one process and the dialect-free operations the routes call.
 
 An :class:`Engine` loads the models (in the background, so ``/ready`` can say "not yet"), gives each one a
-:class:`~rerankd.runtime.scheduler.Scheduler`, resolves request model names (served names and weighted A/B
-aliases), and scores pairs through the score cache: cached pairs are answered at once, the others are
-encoded by the :class:`~rerankd.Reranker`, batched with other requests' pairs by the scheduler, and read by
-the same ``finish`` step the library uses.
+:class:`~rerankd.runtime.scheduler.Scheduler` over the model's runtime worker, resolves request model names
+(served names and weighted A/B aliases), and scores checked pairs through the score cache: cached pairs are
+answered at once, the others are encoded by the :class:`~rerankd.Reranker` into a job, the job's items are
+submitted to the scheduler (which batches them with other requests' items), and its rows are read by the same
+``finish`` step the library uses.
 """
 
 from __future__ import annotations
@@ -13,21 +14,20 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal
 
 import torch
 
-from rerankd.cache import CachedScore, NoCache, ScoreCache, score_key, settings_digest
 from rerankd.errors import ModelNotFound, NotReady
-from rerankd.families.base import CallOptions, Encoded
-from rerankd.jobs import Kind, ScoreOptions, describe_cut
+from rerankd.jobs import ScoreOptions, ScoringJob, describe_cut, primary_score
 from rerankd.reranker import Reranker
 from rerankd.runtime.scheduler import Scheduler, SchedulerConfig
+from rerankd.server.cache import CachedScore, NoCache, ScoreCache, score_key, settings_digest
 from rerankd.server.errors import PayloadTooLarge
 from rerankd.server.metrics import Metrics
 from rerankd.settings import Settings
+from rerankd.validation import CheckedPairs, CheckedTexts
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,11 @@ class PairScores:
     cut: list[int]
     chunked: bool
     limit: int
+
+    @property
+    def scores(self) -> list[float]:
+        """Each pair's primary score (what responses report and rank by)."""
+        return [primary_score(row) for row in self.rows]
 
     def warnings(self, what: str = "document") -> list[str]:
         return describe_cut(self.cut, chunked=self.chunked, limit=self.limit, what=what)
@@ -83,9 +88,9 @@ class Engine:
                 for name, reranker in self.preloaded.items():
                     self._serve(name, reranker)
             else:
-                kwargs = self.settings.reranker_kwargs()
+                options = self.settings.load_options()
                 for name, path in self.settings.served_models():
-                    reranker = await asyncio.to_thread(Reranker.from_pretrained, path, **kwargs)
+                    reranker = await asyncio.to_thread(Reranker.from_pretrained, path, options)
                     self._serve(name, reranker)
         except Exception as exc:  # any load failure: the server stays up to say so on /ready and /health
             logger.exception("model loading failed")
@@ -100,18 +105,13 @@ class Engine:
         await self.cache.close()
 
     def _serve(self, name: str, reranker: Reranker) -> None:
-        def forward(batch: Sequence[Encoded], key: Hashable) -> torch.Tensor:
-            kind, call = cast(tuple[Kind, CallOptions], key)  # the ScoringJob.key of the batch's requests
-            return reranker.forward(batch, kind, call)
-
         config = SchedulerConfig(
             budget=reranker.budget,
-            limits=reranker.family.limits,
             max_queued_items=self.settings.max_queue,
             timeout_s=self.settings.request_timeout_s,
             retry_after_s=float(self.settings.retry_after_s),
         )
-        scheduler = Scheduler(forward, config, observer=self.metrics.observer(name), name=name)
+        scheduler = Scheduler(reranker.worker, config, observer=self.metrics.observer(name), name=name)
         scheduler.start()
         info = reranker.info
         identity = (info.path, info.family, info.max_length, info.dtype, info.backend, info.quantize)
@@ -141,7 +141,7 @@ class Engine:
 
     # ------------------------------------------------------------------ operations
     async def score_pairs(
-        self, served: ServedModel, pairs: list[tuple[str, str]], options: ScoreOptions, priority: int = 0
+        self, served: ServedModel, pairs: CheckedPairs, options: ScoreOptions, priority: int = 0
     ) -> PairScores:
         """Score pairs through the cache and the scheduler; rows follow ``pairs``."""
         self.check_count(len(pairs))
@@ -168,8 +168,8 @@ class Engine:
             self.metrics.cache_hits.labels(served.name).inc(len(pairs) - len(misses))
             self.metrics.cache_misses.labels(served.name).inc(len(misses))
         if misses:
-            job = await asyncio.to_thread(reranker.prepare_pairs, [pairs[p] for p in misses], options)
-            table: list[list[float]] = job.finish(await self._run(served, job.items, job.key, priority)).tolist()
+            job = await asyncio.to_thread(reranker.prepare_pairs, CheckedPairs([pairs[p] for p in misses]), options)
+            table: list[list[float]] = (await self._run(served, job, priority)).tolist()
             job_cut = set(job.cut)
             entries = []
             for j, position in enumerate(misses):
@@ -181,15 +181,14 @@ class Engine:
             await self.cache.set_many(entries)
         return PairScores(served.name, rows, tokens, sorted(cut), options.chunked, reranker.input_limit(options))
 
-    async def embed(self, served: ServedModel, texts: list[str]) -> tuple[torch.Tensor, list[int]]:
-        """Embeddings of ``texts`` (bi-encoder models) and the tokens each used."""
+    async def embed(self, served: ServedModel, texts: CheckedTexts) -> tuple[torch.Tensor, list[int]]:
+        """Embeddings of checked ``texts`` (bi-encoder models) and the tokens each used."""
         self.check_count(len(texts), "inputs")
         job = await asyncio.to_thread(served.reranker.prepare_embed, texts, "document")
-        return job.finish(await self._run(served, job.items, job.key, 0)), job.tokens
+        return await self._run(served, job, 0), job.tokens
 
-    async def _run(
-        self, served: ServedModel, items: list[Encoded], key: tuple[Kind, CallOptions], priority: int
-    ) -> torch.Tensor:
-        raw = await served.scheduler.submit(items, key, priority=priority)
-        self.metrics.scored_pairs.labels(served.name).inc(len(items))
-        return raw
+    async def _run(self, served: ServedModel, job: ScoringJob, priority: int) -> torch.Tensor:
+        """A prepared job's rows: its items go through the model's scheduler, ``job.finish`` reads them."""
+        raw = await served.scheduler.submit(job.items, job.key, priority=priority)
+        self.metrics.scored_pairs.labels(served.name).inc(len(job.items))
+        return job.finish(raw)

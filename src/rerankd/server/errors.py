@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rerankd.errors import (
     DeviceUnavailable,
+    EmptyInput,
     InvalidInput,
     MissingDependency,
     ModelNotFound,
@@ -97,9 +98,10 @@ def error_response(
     code: str | None = None,
     headers: dict[str, str] | None = None,
     body: Any = None,
+    tei_type: str | None = None,
 ) -> JSONResponse:
     if is_tei(request, body):
-        tei_type = "empty" if message.endswith("must not be empty") else TEI_ERROR_TYPES.get(status, "validation")
+        tei_type = tei_type or TEI_ERROR_TYPES.get(status, "validation")
         content = TEIErrorResponse(error=message, error_type=tei_type).model_dump()
     else:
         detail = ErrorDetail(message=message, type=error_type, param=param, code=code)
@@ -130,8 +132,16 @@ async def _typed(request: Request, exc: Exception) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     if status >= 500:
         logger.log(logging.INFO if status == 503 else logging.ERROR, "%s: %s", type(exc).__name__, exc.message)
+    tei_type = "empty" if isinstance(exc, EmptyInput) else None  # TEI's own error type for empty inputs
     return error_response(
-        request, status, exc.message, error_type=error_type, param=exc.param, code=exc.code, headers=headers
+        request,
+        status,
+        exc.message,
+        error_type=error_type,
+        param=exc.param,
+        code=exc.code,
+        headers=headers,
+        tei_type=tei_type,
     )
 
 

@@ -22,6 +22,7 @@ from rerankd.server import schemas as s
 from rerankd.server.auth import require_api_key
 from rerankd.server.engine import Engine, PairScores
 from rerankd.server.errors import ClientGone
+from rerankd.validation import CheckedPairs
 
 T = TypeVar("T")
 
@@ -40,10 +41,13 @@ def respond(body: BaseModel) -> Response:
 
 
 async def _wait_for_disconnect(request: Request) -> None:
+    """Returns when the client disconnects. A request without a receive channel (Starlette raises RuntimeError:
+    e.g. a route called outside a server) cannot report one: then it waits until the work is done and cancels
+    this watcher."""
     try:
         while (await request.receive())["type"] != "http.disconnect":
             pass
-    except Exception:  # a transport that cannot report disconnects: never cancel the work because of it
+    except RuntimeError:
         await asyncio.Event().wait()
 
 
@@ -66,7 +70,7 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 
 async def _scored(
-    request: Request, model: str | None, pairs: list[tuple[str, str]], options: ScoreOptions, priority: int = 0
+    request: Request, model: str | None, pairs: CheckedPairs, options: ScoreOptions, priority: int = 0
 ) -> PairScores:
     engine = engine_of(request)
     served = engine.resolve(model)

@@ -1,0 +1,1 @@
+"""``rerankd bench``: fixed, seeded workloads (:mod:`.workloads`) and one model's measurements on them (:mod:`.run`)."""
