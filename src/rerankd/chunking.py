@@ -13,8 +13,6 @@ from typing import Literal
 
 from tokenizers import Tokenizer
 
-from rerankd.errors import UnsupportedModel
-
 Side = Literal["right", "left"]
 Offsets = list[tuple[int, int]]
 
@@ -37,15 +35,6 @@ class Split:
     @property
     def dropped(self) -> bool:
         return self.kept < self.tokens
-
-
-def backend_of(family: object) -> Tokenizer:
-    """The plain tokenizer a family exposes as ``backend`` (every family built on ``clean_backend``)."""
-    backend = getattr(family, "backend", None)
-    if not isinstance(backend, Tokenizer):
-        name = getattr(family, "family", type(family).__name__)
-        raise UnsupportedModel(f"{name} exposes no `tokenizers` backend; long-document chunking needs one")
-    return backend
 
 
 def token_offsets(backend: Tokenizer, texts: Sequence[str]) -> list[Offsets]:

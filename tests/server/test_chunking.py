@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from rerankd import InputTooLong, Reranker
-from rerankd.chunking import backend_of, cut_document, fit_documents, split_document, token_offsets, window_starts
+from rerankd.chunking import cut_document, fit_documents, split_document, token_offsets, window_starts
 from rerankd.families.base import CallOptions, PairScorer
 from rerankd.jobs import ScoreOptions
 
@@ -26,7 +26,7 @@ def test_window_starts_cover_everything_with_overlap() -> None:
 
 
 def test_split_document_windows_are_exact_substrings(bert: Reranker) -> None:
-    backend = backend_of(bert.family)
+    backend = bert.family.backend
     offsets = token_offsets(backend, [LONG])[0]
     split = split_document(LONG, offsets, 40)
     assert len(split.windows) > 3 and not split.dropped
@@ -40,7 +40,7 @@ def test_split_document_windows_are_exact_substrings(bert: Reranker) -> None:
 
 
 def test_cut_document_keeps_start_or_end(bert: Reranker) -> None:
-    backend = backend_of(bert.family)
+    backend = bert.family.backend
     offsets = token_offsets(backend, [LONG])[0]
     right = cut_document(LONG, offsets, 10, "right")
     left = cut_document(LONG, offsets, 10, "left")
@@ -60,7 +60,7 @@ def test_chunked_rank_scores_each_document_by_its_best_chunk(bert: Reranker) -> 
     assert len(job.items) > 3  # the long document became several model inputs
     assert isinstance(bert.family, PairScorer)
     overhead = len(bert.family.encode_pairs(query, [""], CallOptions())[0])
-    offsets = token_offsets(backend_of(bert.family), [LONG])[0]
+    offsets = token_offsets(bert.family.backend, [LONG])[0]
     windows = split_document(LONG, offsets, bert.info.max_length - overhead - 2).windows
     chunk_scores = bert.score([(query, w) for w in windows])
     assert ranked[1] == pytest.approx(max(chunk_scores), abs=1e-6)
@@ -99,7 +99,7 @@ def test_bi_encoder_chunking_uses_the_best_window(minilm: Reranker) -> None:
     query = "giant panda bamboo"
     long_doc = LONG * 3
     ranked = minilm.rank(query, [long_doc], max_chunks_per_doc=20)
-    offsets = token_offsets(backend_of(minilm.family), [long_doc])[0]
+    offsets = token_offsets(minilm.family.backend, [long_doc])[0]
     windows = split_document(long_doc, offsets, minilm.info.max_length - 2 - 2).windows  # [CLS] ... [SEP], slack
     assert len(windows) > 2
     per_window = minilm.score([(query, w) for w in windows])
