@@ -7,6 +7,7 @@ from rerankd.cli import bench as _bench  # noqa: F401  (registers commands)
 from rerankd.cli import evaluate as _evaluate  # noqa: F401  (registers commands)
 from rerankd.cli import export as _export  # noqa: F401  (registers commands)
 from rerankd.cli import rank as _rank  # noqa: F401  (registers commands)
+from rerankd.cli import search as _search  # noqa: F401  (registers commands)
 from rerankd.cli import serve as _serve  # noqa: F401  (registers commands)
 from rerankd.cli.app import app
 
