@@ -23,7 +23,7 @@ ALWAYS_KEEP = {"pip"}
 
 def needed(root: str, extras: set[str], skip: set[str]) -> set[str]:
     keep: set[str] = set()
-    stack = [(canonicalize_name(root), extras)]
+    stack = [(str(canonicalize_name(root)), extras)]
     seen: set[tuple[str, frozenset[str]]] = set()
     while stack:
         name, wanted = stack.pop()
@@ -37,7 +37,7 @@ def needed(root: str, extras: set[str], skip: set[str]) -> set[str]:
             req = Requirement(text)
             environments = [{"extra": extra} for extra in wanted | {""}]
             if req.marker is None or any(req.marker.evaluate(env) for env in environments):
-                stack.append((canonicalize_name(req.name), set(req.extras)))
+                stack.append((str(canonicalize_name(req.name)), set(req.extras)))
     return keep
 
 
@@ -47,9 +47,9 @@ def main() -> int:
     parser.add_argument("--skip-requirements-of", action="append", default=[])
     args = parser.parse_args()
     extras = {e.strip() for e in args.extras.split(",") if e.strip()}
-    skip = {canonicalize_name(name) for name in args.skip_requirements_of}
+    skip = {str(canonicalize_name(name)) for name in args.skip_requirements_of}
     keep = needed("rerankd", extras, skip) | ALWAYS_KEEP
-    installed = {canonicalize_name(d.metadata["Name"]) for d in metadata.distributions()}
+    installed = {str(canonicalize_name(d.metadata["Name"])) for d in metadata.distributions()}
     drop = sorted(installed - keep)
     print(f"prune: keeping {len(keep & installed)} distributions, removing {len(drop)}: {' '.join(drop)}")
     if drop:
