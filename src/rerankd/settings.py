@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     cache: str = Field(default="memory", description="score cache: memory, none or a redis:// URL")
     cache_size: int = Field(default=100_000, ge=1, description="entries of the in-memory score cache")
     cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="lifetime of a Redis cache entry")
+    cache_max_bytes: int = Field(default=64 << 20, ge=1 << 16, description="memory bound of the in-memory score cache")
+    cache_timeout_ms: float = Field(default=50.0, gt=0, description="longest a request waits for a Redis cache read")
     max_queue: int = Field(default=4096, ge=1, description="pairs waiting per model before requests get 429")
     request_timeout_s: float = Field(default=60.0, gt=0, description="time limit of one request in the queue and model")
     max_documents: int = Field(default=1000, ge=1, description="documents (pairs, texts) per request before 413")
@@ -74,6 +76,7 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=30.0, ge=0, description="SIGTERM: how long in-flight requests may finish")
     log_level: str = "info"
     log_format: Literal["json", "text"] = "json"
+    index: str | None = Field(default=None, description="search index folder served at POST /v1/search")
 
     @field_validator("quantize", mode="before")
     @classmethod

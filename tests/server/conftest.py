@@ -23,6 +23,7 @@ from rerankd import Reranker
 from rerankd.families.base import CallOptions, Encoded
 from rerankd.runtime.worker import FamilyWorker
 from rerankd.server import create_app
+from rerankd.server.cache import ScoreCache
 from rerankd.settings import Settings
 
 
@@ -57,11 +58,14 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 
 @contextlib.contextmanager
 def serve(
-    settings: Settings, rerankers: dict[str, Reranker] | None = None, wait_ready: bool = True
+    settings: Settings,
+    rerankers: dict[str, Reranker] | None = None,
+    wait_ready: bool = True,
+    score_cache: ScoreCache | None = None,
 ) -> Iterator[RunningServer]:
     """Run the app for ``settings`` in a uvicorn thread; yields once it answers /ready (or, without
-    ``wait_ready``, once it accepts connections)."""
-    app = create_app(settings, rerankers=rerankers)
+    ``wait_ready``, once it accepts connections). ``score_cache`` replaces the cache the settings describe."""
+    app = create_app(settings, rerankers=rerankers, cache=score_cache)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
@@ -93,10 +97,13 @@ def start_server() -> Iterator[ServerFactory]:
     with contextlib.ExitStack() as stack:
 
         def start(
-            rerankers: dict[str, Reranker] | None = None, wait_ready: bool = True, **fields: Any
+            rerankers: dict[str, Reranker] | None = None,
+            wait_ready: bool = True,
+            score_cache: ScoreCache | None = None,
+            **fields: Any,
         ) -> RunningServer:
             settings = Settings(**{"cache": "none", **fields})
-            return stack.enter_context(serve(settings, rerankers, wait_ready=wait_ready))
+            return stack.enter_context(serve(settings, rerankers, wait_ready=wait_ready, score_cache=score_cache))
 
         yield start
 
@@ -162,14 +169,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@dataclass
+class RedisServer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def redis_server(folder: Path) -> Iterator[RedisServer]:
     """A real redis-server on 127.0.0.1 and a random port (no persistence)."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
     port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
     command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     process = subprocess.Popen([*command, "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
@@ -182,7 +194,20 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError("redis-server did not start")
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield RedisServer(f"redis://127.0.0.1:{port}/0", process)
     finally:
-        process.terminate()
+        process.kill()  # also when frozen (SIGSTOP): SIGKILL needs no cooperation
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own (it may be frozen or killed)."""
+    with redis_server(tmp_path) as server:
+        yield server

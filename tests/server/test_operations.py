@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from rerankd import Reranker
+from rerankd.server.redis_cache import CircuitBreaker, RedisCache
 from rerankd.settings import Settings
-from tests.server.conftest import ServerFactory, free_port, metric_value
+from tests.server.conftest import RedisServer, ServerFactory, free_port, metric_value
 from tests.tiny_models import corpus
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,29 +40,38 @@ def _wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 90) -
         time.sleep(0.1)
 
 
-def test_sigterm_stops_accepting_drains_in_flight_then_exits(bert_ce: Path) -> None:
+def _serve_process(bert_ce: Path, *flags: str) -> tuple[str, subprocess.Popen[str]]:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     exe = Path(sys.executable).with_name("rerankd")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RERANKD_BATCH_TOKENS": "64", "RERANKD_MAX_DOCUMENTS": "5000"}
-    command = [str(exe), "serve", "--model", f"tiny={bert_ce}", "--port", str(port), "--cache", "none"]
+    command = [str(exe), "serve", "--model", f"tiny={bert_ce}", "--port", str(port), "--cache", "none", *flags]
     process = subprocess.Popen(
         [*command, "--device", "cpu", "--log-format", "json"], env=env, stderr=subprocess.PIPE, text=True
     )
+    url = f"http://127.0.0.1:{port}"
+    _wait_ready(url, process)
+    return url, process
+
+
+def _post_when_queued(url: str, docs: list[str], out: dict[str, httpx.Response]) -> threading.Thread:
+    def in_flight() -> None:
+        out["big"] = httpx.post(f"{url}/rerank", json={"query": QUERY, "documents": docs}, timeout=60)
+
+    thread = threading.Thread(target=in_flight)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while metric_value(httpx.get(f"{url}/metrics").text, "rerankd_queue_depth", model="tiny") == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    return thread
+
+
+def test_sigterm_stops_accepting_drains_in_flight_then_exits(bert_ce: Path) -> None:
+    url, process = _serve_process(bert_ce)
     try:
-        _wait_ready(url, process)
-        docs = corpus(seed=8, n=1200, min_words=3, max_words=12)
+        docs = corpus(seed=8, n=400, min_words=3, max_words=12)
         out: dict[str, httpx.Response] = {}
-
-        def in_flight() -> None:
-            out["big"] = httpx.post(f"{url}/rerank", json={"query": QUERY, "documents": docs}, timeout=60)
-
-        thread = threading.Thread(target=in_flight)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while metric_value(httpx.get(f"{url}/metrics").text, "rerankd_queue_depth", model="tiny") == 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        thread = _post_when_queued(url, docs, out)
         process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
         while True:  # new connections are refused within a moment...
@@ -74,7 +84,7 @@ def test_sigterm_stops_accepting_drains_in_flight_then_exits(bert_ce: Path) -> N
         assert "big" not in out  # ... while the big request is still being computed
         thread.join(timeout=60)
         assert out["big"].status_code == 200
-        assert len(out["big"].json()["results"]) == 1200
+        assert len(out["big"].json()["results"]) == 400
         assert process.wait(timeout=30) == 0  # drained, then a clean exit
         request_id = out["big"].headers["x-request-id"]
     finally:
@@ -88,6 +98,31 @@ def test_sigterm_stops_accepting_drains_in_flight_then_exits(bert_ce: Path) -> N
     assert {"ts", "level", "message", "duration_ms", "method"} <= set(access[-1])
 
 
+def test_work_unfinished_at_the_drain_deadline_gets_a_503_and_the_process_exits_promptly(bert_ce: Path) -> None:
+    url, process = _serve_process(bert_ce, "--drain-timeout", "1")
+    try:
+        docs = corpus(seed=9, n=4000, min_words=3, max_words=12)  # far more than one second of forward passes
+        out: dict[str, httpx.Response] = {}
+        thread = _post_when_queued(url, docs, out)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        thread.join(timeout=60)
+        code = process.wait(timeout=30)
+        exited_after = time.monotonic() - signalled
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    answer = out["big"]
+    assert answer.status_code == 503 and answer.headers["content-type"] == "application/json"
+    body = answer.json()
+    assert body["error"]["code"] == "not_ready" and "shutting down" in body["message"]
+    assert code == 0
+    assert exited_after < 1 + 4, f"exited {exited_after:.1f} s after SIGTERM with --drain-timeout 1"
+    assert process.stderr is not None
+    assert "Traceback" not in process.stderr.read()
+
+
 def test_redis_cache_is_shared_by_two_servers(start_server: ServerFactory, bert: Reranker, redis_url: str) -> None:
     first = start_server({"tiny": bert}, cache=redis_url)
     second = start_server({"tiny": bert}, cache=redis_url)
@@ -95,6 +130,7 @@ def test_redis_cache_is_shared_by_two_servers(start_server: ServerFactory, bert:
     body = {"model": "tiny", "query": "redis shared " + QUERY, "documents": docs, "return_documents": False}
     with first.client() as client:
         computed = client.post("/rerank", json=body).json()
+    wait_for_keys(redis_url, 12)  # writes are write-behind: off the request path
     with second.client() as client:
         cached = client.post("/rerank", json=body).json()
         raw = client.post("/rerank", json={**body, "raw_scores": True}).json()  # other settings: not a hit
@@ -150,3 +186,47 @@ def test_bad_route_flags_are_rejected_at_startup() -> None:
     ]:
         with pytest.raises(ValueError, match=match):
             base.with_overrides(routes=[bad]).parsed_routes()
+
+
+def wait_for_keys(url: str, count: int, timeout: float = 10.0) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + timeout
+    while len(client.keys("rerankd:score:*")) < count:
+        assert time.monotonic() < deadline, "the cache writes never reached redis"
+        time.sleep(0.02)
+    client.close()
+
+
+def test_a_frozen_redis_never_holds_requests_and_the_cache_recovers(
+    start_server: ServerFactory, bert: Reranker, private_redis: RedisServer
+) -> None:
+    """SIGSTOP on redis-server: every request still answers (within a client timeout far below the old 4 s per
+    request), the breaker takes the cache out of the path, and after SIGCONT the cache serves hits again."""
+    cache = RedisCache(private_redis.url, breaker=CircuitBreaker(failures=3, backoff_s=0.3))
+    server = start_server({"tiny": bert}, score_cache=cache)
+    docs = corpus(seed=41, n=8, min_words=3, max_words=20)
+    warm = {"model": "tiny", "query": "frozen " + QUERY, "documents": docs, "return_documents": False}
+    with server.client(timeout=2.0) as client:
+        assert client.post("/rerank", json=warm).status_code == 200
+        wait_for_keys(private_redis.url, 8)
+        private_redis.process.send_signal(signal.SIGSTOP)
+        try:
+            for i in range(20):
+                body = {**warm, "query": f"frozen query {i}"}
+                answer = client.post("/rerank", json=body)
+                assert answer.status_code == 200
+                want = {r.index: r.score for r in bert.rank(body["query"], docs)}
+                assert {r["index"]: r["relevance_score"] for r in answer.json()["results"]} == pytest.approx(want)
+            assert server.metric("rerankd_cache_available", backend="redis") == 0
+            assert server.metric("rerankd_cache_skipped_total", backend="redis", op="read") >= 10
+        finally:
+            private_redis.process.send_signal(signal.SIGCONT)
+        hits_before = server.metric("rerankd_cache_hits_total", model="tiny")
+        deadline = time.monotonic() + 15
+        while server.metric("rerankd_cache_hits_total", model="tiny") < hits_before + 8:
+            assert time.monotonic() < deadline, "the cache never came back after SIGCONT"
+            assert client.post("/rerank", json=warm).status_code == 200
+            time.sleep(0.1)
+    assert server.metric("rerankd_cache_available", backend="redis") == 1

@@ -115,7 +115,8 @@ class Scheduler:
         self.config = config
         self.name = name
         self._observer = observer or NullObserver()
-        self._tickets: list[_Ticket] = []
+        self._tickets: list[_Ticket] = []  # waiting for (more of) their items to be taken into a pool
+        self._open: set[_Ticket] = set()  # every ticket not finished yet, including those whose items all run now
         self._queued = 0
         self._in_flight = 0
         self._last_key: BatchKey | None = None
@@ -147,6 +148,7 @@ class Scheduler:
         ticket = _Ticket(items, key, priority, time.monotonic(), loop.create_future())
         ticket.order = sorted(range(len(items)), key=lambda i: -len(items[i]))
         self._tickets.append(ticket)
+        self._open.add(ticket)
         self._queued += len(items)
         self._idle.clear()
         self._observer.depth(self._queued)
@@ -174,8 +176,7 @@ class Scheduler:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        for ticket in list(self._tickets):
-            self._fail([ticket], NotReady("the server is shutting down"))
+        self._fail(list(self._open), NotReady("the server is shutting down; the request did not finish in time"))
         self._executor.shutdown(wait=False)
 
     # ------------------------------------------------------------------ queue bookkeeping
@@ -192,6 +193,7 @@ class Scheduler:
     def _drop(self, ticket: _Ticket) -> None:
         """Forget a ticket whose caller is gone: its undispatched items never run."""
         ticket.finished = True
+        self._open.discard(ticket)
         if ticket in self._tickets:
             self._tickets.remove(ticket)
             self._queued -= ticket.remaining
@@ -312,6 +314,7 @@ class Scheduler:
             ticket.done += len(positions)
             if ticket.done == len(ticket.items):
                 ticket.finished = True
+                self._open.discard(ticket)
                 if not ticket.future.done():
                     ticket.future.set_result(_assemble(len(ticket.items), ticket.parts))
 

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from rerankd.reranker import Reranker
-from rerankd.server.cache import ScoreCache, make_cache
+from rerankd.server.cache import CacheCollector, ScoreCache, make_cache
 from rerankd.server.engine import Engine
 from rerankd.server.errors import install_error_handlers
 from rerankd.server.metrics import Metrics
@@ -32,11 +32,8 @@ def create_app(
     """The server for ``settings``. ``rerankers`` serves already-loaded models under the given names instead
     of loading ``settings.models``; ``cache`` replaces the cache that ``settings.cache`` describes."""
     metrics = Metrics()
-    score_cache = (
-        cache
-        if cache is not None
-        else make_cache(settings.cache, max_entries=settings.cache_size, ttl_s=settings.cache_ttl_s)
-    )
+    score_cache = cache if cache is not None else cache_for(settings)
+    metrics.registry.register(CacheCollector(score_cache))
     engine = Engine(settings, metrics, score_cache, preloaded=rerankers)
 
     @asynccontextmanager
@@ -58,5 +55,19 @@ def create_app(
     install_error_handlers(app)
     app.include_router(ops)
     app.include_router(api)
+    if settings.index:  # POST /v1/search over an embedded search index (rerankd.pipeline)
+        from rerankd.pipeline.http import attach_search
+
+        attach_search(app, settings.index)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+def cache_for(settings: Settings) -> ScoreCache:
+    return make_cache(
+        settings.cache,
+        max_entries=settings.cache_size,
+        max_bytes=settings.cache_max_bytes,
+        ttl_s=settings.cache_ttl_s,
+        timeout_s=settings.cache_timeout_ms / 1000,
+    )

@@ -99,9 +99,14 @@ class Engine:
         self.state = "ready"
         logger.info("ready: serving %s", ", ".join(self.models))
 
-    async def stop(self) -> None:
+    async def drain(self) -> None:
+        """Refuse new work (503 ``shutting down``), let queued work finish for up to ``drain_timeout_s``, then
+        answer whatever is left with 503. Idempotent: the stop signal starts it, the shutdown awaits it."""
         self.state = "draining"
         await asyncio.gather(*(m.scheduler.close(self.settings.drain_timeout_s) for m in self.models.values()))
+
+    async def stop(self) -> None:
+        await self.drain()
         await self.cache.close()
 
     def _serve(self, name: str, reranker: Reranker) -> None:
