@@ -1,0 +1,177 @@
+"""``POST /v1/search`` on ``rerankd serve --index DIR``: first stage over the embedded index, then the server's
+own reranking path (cache, scheduler, chunking, truncation), results with both scores and per-stage timings.
+
+Errors are rerankd's typed errors, mapped to statuses by the server's one handler: a bad filter or retriever is
+400, an unknown model 404, an index folder without a committed index (or a model still loading) 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from rerankd.jobs import ScoreOptions
+from rerankd.pipeline.base import MAX_K, Candidate, Retriever
+from rerankd.pipeline.pipeline import SearchHit, first_stage_hits, reranked_hits
+from rerankd.pipeline.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+from rerankd.pipeline.store import SearchIndex
+
+
+class SearchRequest(BaseModel):
+    """A search: the first stage's ``k`` candidates re-ranked by ``model``, the best ``top_n`` returned."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1)
+    k: int = Field(100, ge=1, le=MAX_K, description="first-stage candidates")
+    top_n: int | None = Field(10, ge=1, le=MAX_K, description="results returned (null: all candidates)")
+    retriever: Literal["bm25", "dense", "hybrid"] = "bm25"
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    filters: dict[str, Any] | None = Field(None, description='metadata filter, e.g. {"lang": "en"}')
+    model: str | None = Field(None, description="served reranker (default: the first)")
+    rerank: bool = Field(True, description="false: first stage only")
+    return_text: bool = True
+    raw_scores: bool = False
+    max_chunks_per_doc: int | None = Field(None, ge=1)
+    max_tokens_per_doc: int | None = Field(None, ge=1)
+
+
+class SearchResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    rank: int
+    score: float
+    rerank_score: float | None = None
+    first_stage_score: float
+    first_stage_rank: int
+    title: str = ""
+    text: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchTimings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    retrieve_ms: float
+    rerank_ms: float
+    total_ms: float
+
+
+class SearchResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None
+    retriever: str
+    generation: int
+    candidates: int
+    results: list[SearchResult]
+    timings: SearchTimings
+    warnings: list[str] = Field(default_factory=list)
+
+
+class SearchState:
+    """The served index and its retrievers (the dense encoder loads on the first dense or hybrid query)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._index: SearchIndex | None = None
+        self._dense: DenseRetriever | None = None
+        self._lock = threading.Lock()
+
+    def index(self) -> SearchIndex:
+        with self._lock:
+            if self._index is None:
+                self._index = SearchIndex(self.root)  # NotReady (503) until an index is committed there
+            return self._index
+
+    def retriever(self, name: str, fusion: Literal["rrf", "weighted"]) -> Retriever:
+        index = self.index()
+        if name == "bm25":
+            return BM25Retriever(index)
+        with self._lock:
+            self._dense = self._dense or DenseRetriever(index)
+        if name == "dense":
+            return self._dense
+        return HybridRetriever(BM25Retriever(index), self._dense, fusion=fusion)
+
+
+def _result(hit: SearchHit, return_text: bool) -> SearchResult:
+    document = hit.document
+    return SearchResult(
+        id=document.id, rank=hit.rank, score=hit.score, rerank_score=hit.rerank_score,
+        first_stage_score=hit.first_stage_score, first_stage_rank=hit.first_stage_rank, title=document.title,
+        text=document.text if return_text else None, metadata=dict(document.metadata),
+    )  # fmt: skip
+
+
+async def _rerank(
+    request: Request, body: SearchRequest, candidates: list[Candidate]
+) -> tuple[list[SearchHit], str, list[str]]:
+    from rerankd.server.dialects import rank_pairs
+    from rerankd.server.routes import engine_of, until_disconnected
+
+    engine = engine_of(request)
+    served = engine.resolve(body.model)
+    options = ScoreOptions(
+        normalize=False if body.raw_scores else None,
+        max_chunks_per_doc=body.max_chunks_per_doc,
+        max_tokens_per_doc=body.max_tokens_per_doc,
+    )
+    pairs = rank_pairs(body.query, [c.document.body for c in candidates])
+    scores = await until_disconnected(request, engine.score_pairs(served, pairs, options))
+    return reranked_hits(candidates, scores.scores, body.top_n), scores.model, scores.warnings()
+
+
+def make_router() -> APIRouter:
+    from rerankd.server.auth import require_api_key
+    from rerankd.server.routes import engine_of, until_disconnected
+
+    router = APIRouter(dependencies=[Depends(require_api_key)])
+
+    @router.post("/v1/search", response_model=SearchResponse, summary="Search: retrieve, then rerank")
+    async def search(request: Request, body: SearchRequest) -> Response:
+        """First-stage candidates from the served index (bm25, dense or hybrid; metadata filters), re-ranked
+        by a served model; each result carries both scores, its id and fields; timings per stage."""
+        state: SearchState = request.app.state.search
+        if body.rerank:
+            engine_of(request).resolve(body.model)  # not ready / unknown model: fail before retrieving
+        started = time.perf_counter()
+        retriever = await asyncio.to_thread(state.retriever, body.retriever, body.fusion)
+        snapshot_generation = state.index().snapshot().generation
+        candidates = await until_disconnected(
+            request, asyncio.to_thread(retriever.retrieve, body.query, body.k, body.filters)
+        )
+        retrieved = time.perf_counter()
+        model: str | None = None
+        warnings: list[str] = []
+        if body.rerank and candidates:
+            hits, model, warnings = await _rerank(request, body, candidates)
+        else:
+            hits = first_stage_hits(candidates, body.top_n)
+        finished = time.perf_counter()
+        timings = SearchTimings(
+            retrieve_ms=(retrieved - started) * 1000,
+            rerank_ms=(finished - retrieved) * 1000,
+            total_ms=(finished - started) * 1000,
+        )
+        response = SearchResponse(
+            model=model, retriever=body.retriever, generation=snapshot_generation, candidates=len(candidates),
+            results=[_result(hit, body.return_text) for hit in hits], timings=timings, warnings=warnings,
+        )  # fmt: skip
+        return JSONResponse(response.model_dump(mode="json"))
+
+    return router
+
+
+def attach_search(app: FastAPI, index_dir: str | Path) -> None:
+    """Serve ``POST /v1/search`` over the index folder ``index_dir`` on ``app`` (a ``create_app`` server)."""
+    app.state.search = SearchState(index_dir)
+    app.include_router(make_router())
