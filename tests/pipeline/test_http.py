@@ -1,0 +1,117 @@
+"""POST /v1/search on a real server (uvicorn on 127.0.0.1, httpx): retrieval over the served index, reranking
+through the server's engine (the same scores /v1/rerank gives, the score cache), typed errors, live updates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from rerankd.pipeline import BM25Retriever, Document, IndexWriter
+from rerankd.pipeline.http import SearchResponse
+from rerankd.settings import Settings
+from tests.server.conftest import RunningServer, serve
+
+if TYPE_CHECKING:
+    from rerankd import Reranker
+
+
+@pytest.fixture(scope="module")
+def tiny_ce(bert_ce: Path) -> Reranker:
+    from rerankd import Reranker
+
+    return Reranker.from_pretrained(str(bert_ce), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def search_server(dense_index: Path, tiny_ce: Reranker, encoder: Reranker) -> Iterator[RunningServer]:
+    settings = Settings(cache="memory", index=str(dense_index))
+    with serve(settings, {"tiny": tiny_ce, "minilm": encoder}) as running:
+        yield running
+
+
+def post(server: RunningServer, **body: object) -> dict:
+    response = server.client().post("/v1/search", json=body)
+    assert response.status_code == 200, response.text
+    payload = response.json()
+    SearchResponse.model_validate(payload)  # the documented schema, nothing more
+    return payload
+
+
+def test_search_reranks_bm25_candidates_through_the_engine(search_server: RunningServer, dense_index: Path) -> None:
+    body = post(search_server, query="panda", k=4, top_n=3, model="tiny")
+    candidates = BM25Retriever(dense_index).retrieve("panda", k=4)
+    assert body["candidates"] == 4 and body["model"] == "tiny" and body["retriever"] == "bm25"
+    rerank = search_server.client().post(
+        "/v1/rerank", json={"model": "tiny", "query": "panda", "documents": [c.document.body for c in candidates]}
+    )
+    expected = {candidates[r["index"]].id: r["relevance_score"] for r in rerank.json()["results"]}
+    results = body["results"]
+    assert [r["id"] for r in results] == list(expected)[:3]
+    assert [r["score"] for r in results] == pytest.approx([expected[r["id"]] for r in results], abs=1e-6)
+    first = {c.id: c for c in candidates}
+    assert all(r["first_stage_score"] == pytest.approx(first[r["id"]].score, rel=1e-6) for r in results)
+    assert all(r["first_stage_rank"] == first[r["id"]].rank for r in results)
+    assert results[0]["title"] and results[0]["text"] and "lang" in results[0]["metadata"]
+    timings = body["timings"]
+    assert timings["total_ms"] >= timings["retrieve_ms"] > 0 and timings["rerank_ms"] > 0
+
+
+def test_repeated_search_hits_the_score_cache(search_server: RunningServer) -> None:
+    before = search_server.metric("rerankd_cache_hits_total", model="tiny")
+    first = post(search_server, query="capital city", k=5, model="tiny")
+    second = post(search_server, query="capital city", k=5, model="tiny")
+    assert second["results"] == first["results"]
+    hits = search_server.metric("rerankd_cache_hits_total", model="tiny") - before
+    assert hits == first["candidates"] == 3  # d03, d04, d05 share "capital" or "city"
+
+
+@pytest.mark.parametrize("retriever", ["dense", "hybrid"])
+def test_dense_and_hybrid_with_filters(search_server: RunningServer, retriever: str) -> None:
+    body = post(search_server, query="an animal from the mountains", retriever=retriever, k=10, top_n=5,
+                model="minilm", filters={"tags": "animal"})  # fmt: skip
+    assert {r["id"] for r in body["results"]} == {"d01", "d02", "d09"}
+    assert body["results"][0]["score"] >= body["results"][-1]["score"]
+    only = post(search_server, query="panda", retriever=retriever, rerank=False, top_n=2, return_text=False)
+    assert only["model"] is None and len(only["results"]) == 2
+    assert all(r["text"] is None and r["rerank_score"] is None for r in only["results"])
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"query": "panda", "filters": {"year": {"between": 1}}}, 400, "invalid_input"),
+        ({"query": "panda", "model": "nope"}, 404, "model_not_found"),
+        ({"query": "panda", "retriever": "splade"}, 422, "invalid_request"),
+        ({"query": "panda", "k": 0}, 422, "invalid_request"),
+        ({"query": "panda", "unknown": 1}, 422, "invalid_request"),
+    ],
+)
+def test_search_errors(search_server: RunningServer, body: dict, status: int, code: str) -> None:
+    response = search_server.client().post("/v1/search", json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+
+
+def test_an_empty_index_folder_is_503_until_an_index_is_committed(tmp_path: Path, tiny_ce: Reranker) -> None:
+    with serve(Settings(cache="none", index=str(tmp_path)), {"tiny": tiny_ce}) as server:
+        response = server.client().post("/v1/search", json={"query": "panda"})
+        assert response.status_code == 503 and response.json()["error"]["code"] == "not_ready"
+        with IndexWriter(tmp_path) as writer:
+            writer.upsert([Document("p", "a panda", "Panda")])
+        assert [r["id"] for r in post(server, query="panda")["results"]] == ["p"]
+        with IndexWriter(tmp_path) as writer:  # updated while served: the next request sees it
+            writer.upsert([Document("q", "two pandas")])
+        body = post(server, query="panda")
+        assert body["generation"] == 2 and {r["id"] for r in body["results"]} == {"p", "q"}
+
+
+def test_serve_has_an_index_option() -> None:
+    from typer.testing import CliRunner
+
+    from rerankd.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
+    assert "--index" in result.output
