@@ -28,8 +28,8 @@ pm() { podman --runtime runc "$@"; }
 
 # --- the container host: podman, the base image and the flags a build needs on this machine
 build_flags=(--network=host)
-if [[ -x "$CONTAINER_HOST" ]]; then
-    setup=$("$CONTAINER_HOST")
+if [[ -f "$CONTAINER_HOST" ]]; then
+    setup=$(bash "$CONTAINER_HOST")
     read -r -a build_flags <<<"$(sed -n 's/^build flags: *//p' <<<"$setup")"
 fi
 command -v podman >/dev/null || { echo "podman is not installed (run $CONTAINER_HOST)" >&2; exit 1; }
