@@ -28,13 +28,15 @@ if TYPE_CHECKING:
     from rerankd import Reranker
 
 # Metric means are exact fractions of the rankings; scores are MiniLM cosine similarities.
+# BM25 is the search pipeline's (tantivy, English analyzer = Elasticsearch's `english`: Lucene's 33 stop words,
+# Snowball stemming): q4 "plants ... from" now also matches d10 ("from", "plant") first, q7's "which" matches d09.
 PINNED_BM25 = {
-    "ndcg@1": 0.666667,  # 4 of 6 queries: a relevant document first (q1 and q7 miss)
-    "ndcg@3": 0.761690,
-    "ndcg@5": 0.833470,
-    "ndcg@10": 0.833470,
-    "mrr@10": 0.791667,  # (1/2 + 1 + 1 + 1 + 1 + 1/4) / 6
-    "map": 0.777778,
+    "ndcg@1": 0.5,  # 3 of 6 queries: a relevant document first (q1, q4 and q7 miss)
+    "ndcg@3": 0.595023,
+    "ndcg@5": 0.738582,
+    "ndcg@10": 0.738582,
+    "mrr@10": 0.666667,  # (1/2 + 1 + 1 + 1/4 + 1 + 1/4) / 6
+    "map": 0.652778,
     "recall@10": 1.0,
     "recall@100": 1.0,
 }
@@ -72,10 +74,10 @@ def test_eval_bm25_then_minilm_pinned(beir_dir: Path, bm25_first: SystemRun, min
     assert report.system("bm25").means == pytest.approx(PINNED_BM25, abs=1e-4)
     assert report.system("all-MiniLM-L6-v2").means == pytest.approx(PINNED_MINILM, abs=1e-4)
     comparison = report.comparisons[0]
-    assert (comparison.wins, comparison.ties, comparison.losses) == (2, 4, 0)
-    assert comparison.p_randomisation == pytest.approx(0.5)  # exact: 32 of 64 sign patterns
-    assert comparison.p_ttest == pytest.approx(0.320430, abs=1e-4)
-    assert events[-1] == ("re-rank all-MiniLM-L6-v2", 22, 22)  # every BM25 candidate (3+3+3+5+3+5) scored
+    assert (comparison.wins, comparison.ties, comparison.losses) == (3, 3, 0)
+    assert comparison.p_randomisation == pytest.approx(0.25)  # exact: 16 of 64 sign patterns
+    assert comparison.p_ttest == pytest.approx(0.153132, abs=1e-4)
+    assert events[-1] == ("re-rank all-MiniLM-L6-v2", 23, 23)  # every BM25 candidate (3+3+3+6+3+5) scored
 
 
 @pytest.mark.oracle

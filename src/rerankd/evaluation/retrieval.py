@@ -1,5 +1,8 @@
 """First-stage retrieval (BM25, a TREC run file, a bi-encoder) and re-ranking of its top-k candidates.
 
+BM25 and bi-encoder runs use the search pipeline's retrievers (:mod:`rerankd.pipeline`) over a temporary index
+of the corpus, so an offline evaluation ranks exactly as ``rerankd search`` and ``POST /v1/search`` do.
+
 Every function returns a run: query id -> document id -> score, holding at most ``top_k`` documents per
 query of the dataset.
 """
@@ -7,24 +10,21 @@ query of the dataset.
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from rerankd.evaluation.datasets import BeirDataset, Run, load_trec_run
-from rerankd.evaluation.dependencies import import_eval_module
 from rerankd.evaluation.metrics import ranked_documents
 from rerankd.evaluation.progress import StageProgress, stage_counter
+from rerankd.pipeline.base import MAX_K
 
 if TYPE_CHECKING:
+    from rerankd.pipeline import Retriever
     from rerankd.reranker import Reranker
 
 logger = logging.getLogger(__name__)
-
-BM25_CHUNK = 1024
-EMBED_CHUNK = 256
 
 
 def top_k_run(run: Mapping[str, Mapping[str, float]], top_k: int) -> Run:
@@ -32,42 +32,43 @@ def top_k_run(run: Mapping[str, Mapping[str, float]], top_k: int) -> Run:
     return {qid: {docid: scores[docid] for docid in ranked_documents(scores)[:top_k]} for qid, scores in run.items()}
 
 
+def _build_index(
+    folder: Path, dataset: BeirDataset, progress: StageProgress | None, encoder: Reranker | None = None
+) -> None:
+    """The dataset's corpus in a search index (rerankd.pipeline): the same index ``rerankd index`` builds."""
+    from rerankd.pipeline import Document, IndexConfig, IndexWriter
+
+    name = encoder.info.path if encoder is not None else None
+    advance = stage_counter(progress, "embed corpus" if encoder else "BM25 index", len(dataset.corpus))
+    config = IndexConfig(language="english", dense_model=name)
+    with IndexWriter(folder, config, encoder=encoder, progress=advance) as writer:
+        writer.upsert(Document(doc_id, text) for doc_id, text in dataset.corpus.items())
+
+
+def _search_all(
+    retriever: Retriever, dataset: BeirDataset, top_k: int, stage: str, progress: StageProgress | None
+) -> Run:
+    qids = list(dataset.queries)
+    advance = stage_counter(progress, stage, len(qids))
+    run: Run = {}
+    for qid in qids:
+        run[qid] = {hit.id: hit.score for hit in retriever.retrieve(dataset.queries[qid], top_k)}
+        if advance:
+            advance(1)
+    return run
+
+
 def bm25_first_stage(dataset: BeirDataset, top_k: int = 100, progress: StageProgress | None = None) -> Run:
-    """BM25 (bm25s, Lucene variant, English stop words, no stemming) over the dataset's corpus.
+    """BM25 over the dataset's corpus with the search pipeline's retriever (tantivy; English analyzer: lowercase,
+    stop words, Snowball stemming), exactly as ``rerankd search --retriever bm25`` ranks an index of it.
 
     Like Lucene, a query only retrieves documents that share at least one term with it.
     """
-    bm25s = import_eval_module("bm25s", "the BM25 first stage")
-    tokenization = import_eval_module("bm25s.tokenization", "the BM25 first stage")
-    doc_ids = list(dataset.corpus)
-    texts = [dataset.corpus[docid] for docid in doc_ids]
-    tokenizer = tokenization.Tokenizer(stopwords="en")
-    tokenized: list[list[int]] = []
-    advance = stage_counter(progress, "BM25 index", len(texts))
-    for start in range(0, len(texts), BM25_CHUNK):
-        chunk = texts[start : start + BM25_CHUNK]
-        tokenized.extend(tokenizer.tokenize(chunk, update_vocab=True, show_progress=False, return_as="ids"))
-        if advance:
-            advance(len(chunk))
-    retriever = bm25s.BM25()
-    retriever.index(tokenized, show_progress=False)
-    qids = list(dataset.queries)
-    k = min(top_k, len(doc_ids))
-    run: Run = {}
-    advance = stage_counter(progress, "BM25 search", len(qids))
-    for start in range(0, len(qids), BM25_CHUNK):
-        chunk_ids = qids[start : start + BM25_CHUNK]
-        query_tokens = tokenizer.tokenize(
-            [dataset.queries[qid] for qid in chunk_ids], update_vocab=False, show_progress=False, return_as="ids"
-        )
-        indices, scores = retriever.retrieve(query_tokens, k=k, show_progress=False)
-        for row, qid in enumerate(chunk_ids):
-            run[qid] = {
-                doc_ids[int(i)]: float(s) for i, s in zip(indices[row], scores[row], strict=True) if float(s) > 0.0
-            }
-        if advance:
-            advance(len(chunk_ids))
-    return run
+    from rerankd.pipeline import BM25Retriever
+
+    with tempfile.TemporaryDirectory(prefix="rerankd-eval-bm25-") as folder:
+        _build_index(Path(folder), dataset, progress)
+        return _search_all(BM25Retriever(folder), dataset, min(top_k, MAX_K), "BM25 search", progress)
 
 
 def run_file_first_stage(path: str | Path, dataset: BeirDataset, top_k: int = 100) -> Run:
@@ -86,35 +87,17 @@ def run_file_first_stage(path: str | Path, dataset: BeirDataset, top_k: int = 10
     return top_k_run(kept, top_k)
 
 
-def _embed_in_chunks(
-    encoder: Reranker, texts: Sequence[str], role: str, stage: str, progress: StageProgress | None
-) -> np.ndarray:
-    advance = stage_counter(progress, stage, len(texts))
-    parts = []
-    for start in range(0, len(texts), EMBED_CHUNK):
-        chunk = list(texts[start : start + EMBED_CHUNK])
-        parts.append(encoder.embed(chunk, role="query" if role == "query" else "document"))
-        if advance:
-            advance(len(chunk))
-    return np.concatenate(parts, axis=0)
-
-
 def dense_first_stage(
     encoder: Reranker, dataset: BeirDataset, top_k: int = 100, progress: StageProgress | None = None
 ) -> Run:
-    """Exact (brute-force) cosine search with a bi-encoder's embeddings."""
-    doc_ids = list(dataset.corpus)
-    qids = list(dataset.queries)
-    documents = _embed_in_chunks(encoder, [dataset.corpus[d] for d in doc_ids], "document", "embed corpus", progress)
-    queries = _embed_in_chunks(encoder, [dataset.queries[q] for q in qids], "query", "embed queries", progress)
-    k = min(top_k, len(doc_ids))
-    run: Run = {}
-    for start in range(0, len(qids), EMBED_CHUNK):
-        similarities = queries[start : start + EMBED_CHUNK] @ documents.T
-        best = np.argpartition(-similarities, k - 1, axis=1)[:, :k]
-        for row, qid in enumerate(qids[start : start + EMBED_CHUNK]):
-            run[qid] = {doc_ids[int(i)]: float(similarities[row, i]) for i in best[row]}
-    return run
+    """Exact (brute-force) cosine search with a bi-encoder's embeddings: the search pipeline's dense retriever
+    over an index of the corpus built with ``encoder``."""
+    from rerankd.pipeline import DenseRetriever
+
+    with tempfile.TemporaryDirectory(prefix="rerankd-eval-dense-") as folder:
+        _build_index(Path(folder), dataset, progress, encoder)
+        retriever = DenseRetriever(folder, encoder, exact=True)
+        return _search_all(retriever, dataset, min(top_k, MAX_K), "dense search", progress)
 
 
 def rerank_run(
