@@ -3,6 +3,7 @@ request, and the samples its /metrics exports."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,14 +60,25 @@ def live_server(deploy_models: dict[str, Reranker]) -> Iterator[RunningServer]:
 
 
 @pytest.fixture(scope="session")
-def exported(live_server: RunningServer, deploy_models: dict[str, Reranker]) -> dict[str, set[str]]:
-    """Every sample name the server exports, with its label names; a second server whose requests all time out
-    in the queue adds the refusal series (rejections, dropped pairs)."""
+def exported(live_server: RunningServer, bert_ce: Path) -> dict[str, set[str]]:
+    """Every sample name the server exports, with its label names; a second server, whose one big request times
+    out in the queue (tiny forward passes, a 50 ms limit), adds the refusal series (rejections, dropped pairs)."""
     samples = exported_samples(httpx.get(f"{live_server.url}/metrics", timeout=10).text)
-    with serve(Settings(cache="none", request_timeout_s=1e-6), deploy_models) as impatient:
+    slow = {"tiny": Reranker.from_pretrained(str(bert_ce), device="cpu", dtype="float32", batch_tokens=64)}
+    with serve(Settings(cache="none", request_timeout_s=0.05), slow) as impatient:
         with impatient.client() as client:
-            body = {"model": "tiny", "query": QUERY, "documents": DOCS * 20}
+            body = {
+                "model": "tiny",
+                "query": QUERY,
+                "documents": [f"document number {i} about pandas" for i in range(400)],
+            }
             assert client.post("/v1/rerank", json=body).status_code == 429
-        for name, labels in exported_samples(httpx.get(f"{impatient.url}/metrics", timeout=10).text).items():
+        deadline = time.monotonic() + 20  # the queue records the refusal when the request's work times out
+        while not (refused := exported_samples(httpx.get(f"{impatient.url}/metrics", timeout=10).text)).get(
+            "rerankd_rejections_total"
+        ):
+            assert time.monotonic() < deadline, "the timed-out request was never counted in rerankd_rejections_total"
+            time.sleep(0.05)
+        for name, labels in refused.items():
             samples.setdefault(name, set()).update(labels)
     return samples
