@@ -66,12 +66,14 @@ def sample(text: str, name: str, **labels: str) -> float:
 def metrics(url: str, v2_calls: int) -> str:
     text = httpx.get(f"{url}/metrics", timeout=10).text  # no key: /metrics is open, like the probes
     answered = sample(text, "rerankd_requests_total", route="/v2/rerank", status="200")
-    refused = sample(text, "rerankd_requests_total", route="/v2/rerank", status="401")
+    refused = sample(text, "rerankd_requests_total", status="401")  # refused before routing: any route label
     check(answered == v2_calls, f"/metrics counts {answered} answered /v2/rerank calls, {v2_calls} were made")
-    check(refused == 1, f"/metrics counts {refused} refused /v2/rerank calls, 1 was made")
+    check(refused == 1, f"/metrics counts {refused} requests refused with 401, 1 was made")
     pairs = sample(text, "rerankd_scored_pairs_total", model="tiny")
     check(pairs >= len(DOCS), f"/metrics counts {pairs} pairs scored by tiny")
-    return f"/metrics: {answered:.0f} answered + {refused:.0f} refused /v2/rerank, {pairs:.0f} pairs scored by tiny"
+    return (
+        f"/metrics: {answered:.0f} /v2/rerank answered, {refused:.0f} refused (401), {pairs:.0f} pairs scored by tiny"
+    )
 
 
 def main() -> int:
