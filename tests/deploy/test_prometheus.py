@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import DOCS, QUERY
-from tests.deploy.queries import DEPLOY, RULES, all_queries
+from tests.deploy.queries import DEPLOY, RULES, all_queries, rule_queries
 from tests.server.conftest import RunningServer, free_port
 
 pytestmark = pytest.mark.timeout(180)
@@ -38,7 +38,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_promtool_check_rules() -> None:
     result = promtool("check", "rules", *(str(path) for path in RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert f"SUCCESS: {len(rule_queries())} rules found" in result.stdout
 
 
 def test_promtool_unit_tests_of_the_alerts() -> None:
