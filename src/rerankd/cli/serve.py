@@ -64,6 +64,7 @@ def serve(
     trust_remote_code: RemoteOpt = None,
     backend: BackendOpt = None,
     quantize: QuantizeOpt = None,
+    ray: Annotated[str | None, typer.Option(help="On Ray Serve: `local`, `auto` or an address.")] = None,
 ) -> None:
     """Serve rerankers over HTTP: Cohere (v1, v2), Jina, TEI, vLLM, Infinity and OpenAI embeddings dialects."""
     settings = make_settings(
@@ -97,6 +98,10 @@ def serve(
     exposure = settings.exposure_problem()
     if exposure is not None and exposure[1]:
         fail(exposure[0])
+    if ray is not None:  # the same app on Ray Serve replicas (the rerankd[ray] extra)
+        from rerankd.distributed.serve import serve_on_ray
+
+        return serve_on_ray(settings, ray)
     import uvicorn
 
     from rerankd.cli.app import quiet_libraries
