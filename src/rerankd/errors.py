@@ -36,6 +36,13 @@ class InputTooLong(InvalidInput):
         self.limit = limit
 
 
+class PayloadTooLarge(RerankdError):
+    """A request bigger than this server accepts: too many documents, a body over the byte limit, or more model
+    inputs (after chunking) or tokens than the whole queue may hold. Retrying the same request cannot help."""
+
+    code = "payload_too_large"
+
+
 class ModelNotFound(RerankdError):
     """No model folder, hub repository or served model of that name."""
 
@@ -81,6 +88,12 @@ class DeadlineExceeded(Overloaded):
     serves it like a full queue ("over capacity": 429 with ``Retry-After``), with code ``timeout``."""
 
     code = "timeout"
+
+
+class OutOfMemory(RerankdError):
+    """The device ran out of memory for a batch, even after splitting it; retry later or with fewer inputs."""
+
+    code = "out_of_memory"
 
 
 class NotReady(RerankdError):

@@ -23,6 +23,8 @@ from rerankd.errors import InvalidInput
 from rerankd.families.base import Embedder, Family, Role
 from rerankd.jobs import (
     DEFAULT_OPTIONS,
+    UNBOUNDED,
+    Budget,
     ScoreOptions,
     ScoringJob,
     call_options,
@@ -184,17 +186,20 @@ class Reranker:
         return await asyncio.to_thread(self.embed, texts, role)
 
     # ------------------------------------------------------------------ the two steps (also the server's)
-    def prepare_pairs(self, pairs: CheckedPairs, options: ScoreOptions = DEFAULT_OPTIONS) -> ScoringJob:
-        """Encode checked pairs (:func:`rerankd.validation.check_pairs`); one score row per pair."""
+    def prepare_pairs(
+        self, pairs: CheckedPairs, options: ScoreOptions = DEFAULT_OPTIONS, budget: Budget = UNBOUNDED
+    ) -> ScoringJob:
+        """Encode checked pairs (:func:`rerankd.validation.check_pairs`); one score row per pair. ``budget``
+        bounds the work (the server's deadline and input limit)."""
         if options.cutoff_layers is not None and not self.model.spec.capabilities.layer_outputs:
             raise InvalidInput(f"cutoff_layers applies to layerwise families, not {self.info.family}")
-        return prepare_pairs(self.family, pairs, options, self.model.defaults)
+        return prepare_pairs(self.family, pairs, options, self.model.defaults, budget)
 
-    def prepare_embed(self, texts: CheckedTexts, role: Role = "document") -> ScoringJob:
+    def prepare_embed(self, texts: CheckedTexts, role: Role = "document", budget: Budget = UNBOUNDED) -> ScoringJob:
         """Encode checked texts for embedding (bi-encoders only); the job's rows are the vectors."""
         if not isinstance(self.family, Embedder):
             raise InvalidInput(f"{self.info.name} is a {self.info.family}; embeddings need a bi-encoder model")
-        return prepare_embed(self.family, texts, role, self.truncate)
+        return prepare_embed(self.family, texts, role, self.truncate, budget)
 
     def run(self, job: ScoringJob, progress: Progress | None = None) -> torch.Tensor:
         """Compute a job synchronously in token-budgeted batches; returns its rows ``(inputs, outputs)``."""

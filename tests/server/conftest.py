@@ -157,6 +157,20 @@ class FailingFamily:
         return torch.as_tensor(self.inner.score(batch, call))
 
 
+class SleepyFamily(FailingFamily):
+    """The cross-encoder, 20 ms slower per forward pass: a queue that drains slowly, whatever the machine."""
+
+    def score(self, batch: Sequence[Encoded], call: CallOptions) -> torch.Tensor:
+        time.sleep(0.02)
+        return super().score(batch, call)
+
+
+@pytest.fixture(scope="session")
+def sleepy_bert(slow_bert: Reranker) -> Reranker:
+    sleepy = SleepyFamily(slow_bert.family)
+    return Reranker(replace(slow_bert.model, family=sleepy, worker=FamilyWorker(sleepy)))  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="session")
 def failing_bert(bert: Reranker) -> Reranker:
     failing = FailingFamily(bert.family)

@@ -111,10 +111,81 @@ def test_422_unknown_fields_on_v2_name_the_field(main_server: RunningServer) -> 
     with main_server.client() as client:
         error = error_of(client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS, "colour": "red"}), 422)
         lenient = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS, "colour": "red"})
-        malformed = client.post("/v1/rerank", content=b"{not json", headers={"content-type": "application/json"})
     assert "colour" in error.message and "Extra inputs are not permitted" in error.message
     assert lenient.status_code == 200
-    assert malformed.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b'{"query": "q",\n "documents": [not json]}', "at line 2 column 16"),
+        (b'{"query": "\xff\xfe", "documents": ["a"]}', "not UTF-8"),
+        (b'{"query": "q", "documents": ["a"], "top_n": ' + b"9" * 5000 + b"}", "number too long"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+    ids=["syntax", "utf8", "huge-int", "deep"],
+)
+def test_malformed_bodies_are_one_400_with_an_actionable_message(
+    main_server: RunningServer, content: bytes, reason: str
+) -> None:
+    with main_server.client() as client:
+        answer = client.post("/v1/rerank", content=content, headers={"content-type": "application/json"})
+    error = error_of(answer, 400)
+    assert error.error.code == "invalid_json" and error.error.param == "body"
+    assert error.message.startswith("the request body is not valid JSON") and reason in error.message
+
+
+def test_405_names_the_allowed_methods(main_server: RunningServer) -> None:
+    with main_server.client() as client:
+        answer = client.get("/v1/rerank")
+    assert answer.status_code == 405 and answer.headers["allow"] == "POST"
+
+
+def test_the_dialect_that_parses_a_request_formats_its_error(main_server: RunningServer) -> None:
+    with main_server.client() as client:
+        both = client.post("/rerank", json={"query": "q", "documents": [1], "texts": ["a"]})  # Cohere's schema
+        tei = client.post("/rerank", json={"query": "q", "texts": [1]})
+        tei_on_v1 = client.post("/v1/rerank", json={"query": "q", "texts": ["a"]})  # /v1/rerank is Cohere's only
+    assert error_of(both, 422).error.param is not None
+    assert tei_error_of(tei, 422).error_type == "validation"
+    assert error_of(tei_on_v1, 422).error.param == "documents"
+
+
+def test_an_over_long_query_with_truncate_false_is_a_400_even_when_chunking(main_server: RunningServer) -> None:
+    query = " ".join(["panda"] * 600)
+    with main_server.client() as client:
+        for extra in ({}, {"max_chunks_per_doc": 3}, {"max_tokens_per_doc": 100}):
+            body = {"model": "tiny", "query": query, "documents": DOCS, "truncate": False, **extra}
+            error = error_of(client.post("/v1/rerank", json=body), 400)
+            assert error.error.code == "input_too_long" and error.error.param == "query", extra
+        cut = client.post("/v1/rerank", json={"model": "tiny", "query": query, "documents": DOCS}).json()
+    assert any(w.startswith("the query was truncated") for w in cut["meta"]["warnings"])
+
+
+def test_chunk_requests_past_the_server_limit_are_refused_before_any_work(
+    start_server: ServerFactory, bert: Reranker
+) -> None:
+    server = start_server({"tiny": bert}, max_queue=64, max_chunks_per_doc=8)
+    long_doc = " ".join(f"word{i}" for i in range(4000))
+    with server.client() as client:
+        over = client.post("/v1/rerank", json={"query": QUERY, "documents": [long_doc], "max_chunks_per_doc": 100})
+        rows = client.post("/v1/rerank", json={"query": QUERY, "documents": [long_doc] * 9, "max_chunks_per_doc": 8})
+    assert error_of(over, 400).error.param == "max_chunks_per_doc"
+    assert error_of(rows, 413).error.code == "payload_too_large"  # 9 x 8 windows > 64 queued inputs
+    assert server.metric("rerankd_batch_size_count", model="tiny") == 0  # nothing reached the model
+
+
+def test_openai_embeddings_refuse_empty_strings_and_accept_token_ids(main_server: RunningServer, minilm) -> None:  # type: ignore[no-untyped-def]
+    ids = minilm.family.backend.encode("giant panda", add_special_tokens=False).ids
+    with main_server.client() as client:
+        empty = client.post("/v1/embeddings", json={"model": "minilm", "input": ["panda", ""]})
+        by_ids = client.post("/v1/embeddings", json={"model": "minilm", "input": [ids, ids]}).json()
+        by_text = client.post("/v1/embeddings", json={"model": "minilm", "input": "giant panda"}).json()
+        outside = client.post("/v1/embeddings", json={"model": "minilm", "input": [10**9]})
+    assert error_of(empty, 400).message.startswith("input[1] must not be empty")
+    assert len(by_ids["data"]) == 2
+    assert by_ids["data"][0]["embedding"] == pytest.approx(by_text["data"][0]["embedding"], abs=1e-6)
+    assert "outside the model's vocabulary" in error_of(outside, 400).message
 
 
 def test_413_too_many_documents_and_body_over_limit(start_server: ServerFactory, bert: Reranker) -> None:
@@ -134,8 +205,8 @@ def test_413_too_many_documents_and_body_over_limit(start_server: ServerFactory,
     assert fits.status_code == 200
 
 
-def test_429_with_retry_after_when_the_queue_is_full(start_server: ServerFactory, slow_bert: Reranker) -> None:
-    server = start_server({"tiny": slow_bert}, max_queue=8, retry_after_s=2)
+def test_429_with_retry_after_when_the_queue_is_full(start_server: ServerFactory, sleepy_bert: Reranker) -> None:
+    server = start_server({"tiny": sleepy_bert}, max_queue=400, retry_after_s=2)
     outcome: dict[str, httpx.Response] = {}
     big_body = {"query": QUERY, "documents": [f"document number {i} about pandas" for i in range(400)]}
 
@@ -149,9 +220,10 @@ def test_429_with_retry_after_when_the_queue_is_full(start_server: ServerFactory
     while server.metric("rerankd_queue_depth", model="tiny") == 0:
         assert time.monotonic() < deadline and thread.is_alive()
         time.sleep(0.005)
+    more = DOCS * 50  # 100 inputs: no room next to the ~400 still queued (the queue drains at ~250 inputs/s)
     with server.client() as client:
-        refused = client.post("/rerank", json={"query": QUERY, "documents": DOCS})
-        tei = client.post("/rerank", json={"query": QUERY, "texts": DOCS})
+        refused = client.post("/rerank", json={"query": QUERY, "documents": more})
+        tei = client.post("/rerank", json={"query": QUERY, "texts": more})
     thread.join(timeout=60)
     error = error_of(refused, 429)
     assert refused.headers["retry-after"] == "2"
@@ -188,7 +260,8 @@ def test_503_while_loading_and_when_loading_failed(start_server: ServerFactory, 
         ready = error_of(client.get("/ready"), 503)
         request = error_of(client.post("/rerank", json={"query": QUERY, "documents": DOCS}), 503)
         health = client.get("/health")
-    assert "model loading failed" in ready.message and "config.json" in ready.message
+    assert ready.message == "not ready: failed"  # open route: no model names, paths or exception text
+    assert "model loading failed" in request.message and str(tmp_path) not in request.message
     assert request.error.type == "service_unavailable"
     assert health.status_code == 503
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from rerankd.errors import DeadlineExceeded, NotReady, Overloaded
+from rerankd.errors import DeadlineExceeded, NotReady, OutOfMemory, Overloaded, PayloadTooLarge
 from rerankd.families.base import Encoded, FamilyLimits
 from rerankd.runtime.planner import TokenBudget
 from rerankd.runtime.scheduler import Scheduler, SchedulerConfig
@@ -143,13 +143,31 @@ def test_full_queue_is_overloaded_with_retry_after() -> None:
     async def main() -> None:
         forward = RecordingForward(delay=0.01)
         scheduler = await started(forward, config(max_queued_items=10, retry_after_s=3.0))
-        first = asyncio.create_task(scheduler.submit(items(1, 50), "k"))  # an empty queue takes any request
+        first = asyncio.create_task(scheduler.submit(items(1, 10), "k"))
         await asyncio.sleep(0)
         with pytest.raises(Overloaded) as info:
             await scheduler.submit(items(100, 2), "k")
         assert info.value.retry_after_s == 3.0
         assert "queue" in info.value.message
-        assert (await first).shape == (50, 1)
+        assert (await first).shape == (10, 1)
+        await scheduler.close()
+
+    asyncio.run(main())
+
+
+def test_a_request_larger_than_the_whole_queue_is_refused_even_when_the_queue_is_empty() -> None:
+    """Admission counts what will be computed, items and tokens, also on an empty queue; retrying cannot help,
+    so it is PayloadTooLarge (413), not Overloaded (429)."""
+
+    async def main() -> None:
+        forward = RecordingForward()
+        scheduler = await started(forward, config(max_queued_items=10, max_queued_tokens=2048))
+        with pytest.raises(PayloadTooLarge, match="11 model inputs"):
+            await scheduler.submit(items(1, 11), "k")
+        with pytest.raises(PayloadTooLarge, match="2056 tokens"):
+            await scheduler.submit(items(1, 1, length=2056), "k")
+        assert forward.rows == 0 and scheduler.queued_items == 0
+        assert (await scheduler.submit(items(1, 10), "k")).shape == (10, 1)
         await scheduler.close()
 
     asyncio.run(main())
@@ -208,5 +226,37 @@ def test_close_drains_then_refuses() -> None:
         assert (await pending).shape == (40, 1)
         with pytest.raises(NotReady):
             await scheduler.submit(items(1, 1), "k")
+
+    asyncio.run(main())
+
+
+class OutOfMemoryAbove(RecordingForward):
+    """Runs out of device memory on batches of more than ``most`` rows."""
+
+    def __init__(self, most: int) -> None:
+        super().__init__()
+        self.most = most
+
+    def forward(self, batch: Sequence[Encoded], key: Hashable) -> torch.Tensor:
+        if len(batch) > self.most:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().forward(batch, key)
+
+
+def test_out_of_memory_splits_the_batch_once_then_fails_only_that_request_with_a_typed_error() -> None:
+    async def main() -> None:
+        split_ok = OutOfMemoryAbove(most=4)  # a batch of 8 fails, its halves of 4 succeed
+        scheduler = await started(split_ok, config(max_tokens=8 * 8, max_batch=8))
+        got = await scheduler.submit(items(1, 8), "k")
+        assert got[:, 0].tolist() == expected(items(1, 8))
+        assert [len(ids) for ids, _ in split_ok.batches] == [4, 4]
+        await scheduler.close()
+
+        hopeless = OutOfMemoryAbove(most=1)  # the halves of 4 fail too: a typed 503 for this request only
+        scheduler = await started(hopeless, config(max_tokens=8 * 8, max_batch=8))
+        with pytest.raises(OutOfMemory, match="ran out of memory on a batch of 8"):
+            await scheduler.submit(items(1, 8), "k")
+        assert (await scheduler.submit(items(100, 1), "k"))[:, 0].tolist() == expected(items(100, 1))
+        await scheduler.close()
 
     asyncio.run(main())

@@ -46,6 +46,7 @@ def serve(
     ] = None,
     cache: Annotated[str | None, typer.Option(help="Score cache: memory, none or redis://host:port/db.")] = None,
     cache_size: Annotated[int | None, typer.Option(help="Entries of the in-memory score cache.")] = None,
+    cache_max_bytes: Annotated[int | None, typer.Option(help="Bytes the in-memory score cache may hold.")] = None,
     max_queue: Annotated[int | None, typer.Option(help="Pairs waiting per model before 429.")] = None,
     request_timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds one request may take.")] = None,
     max_documents: Annotated[int | None, typer.Option(help="Documents per request before 413.")] = None,
@@ -76,6 +77,7 @@ def serve(
         allow_unauthenticated=allow_unauthenticated,
         cache=cache,
         cache_size=cache_size,
+        cache_max_bytes=cache_max_bytes,
         max_queue=max_queue,
         request_timeout_s=request_timeout,
         max_documents=max_documents,
@@ -102,11 +104,10 @@ def serve(
         from rerankd.distributed.serve import serve_on_ray
 
         return serve_on_ray(settings, ray)
-    import uvicorn
-
     from rerankd.cli.app import quiet_libraries
     from rerankd.server import create_app
     from rerankd.server.logs import configure_logging
+    from rerankd.server.runner import run_server
 
     quiet_libraries()
     configure_logging(settings.log_level, settings.log_format)
@@ -119,15 +120,7 @@ def serve(
     # uvicorn drains on SIGTERM, then re-raises it under the handler that was installed before it started:
     # this one, so a drained shutdown exits with status 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
-        server_header=False,
-    )
+    run_server(application, settings)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

@@ -29,10 +29,10 @@ from typing import Protocol
 
 import torch
 
-from rerankd.errors import DeadlineExceeded, NotReady, Overloaded
+from rerankd.errors import DeadlineExceeded, NotReady, Overloaded, PayloadTooLarge
 from rerankd.families.base import BatchKey, Encoded
 from rerankd.runtime.planner import TokenBudget, padded_length, plan_batches
-from rerankd.runtime.worker import Worker
+from rerankd.runtime.worker import Worker, forward_splitting_on_oom
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ Member = tuple[_Ticket, int]  # (ticket, item position)
 class SchedulerConfig:
     budget: TokenBudget
     max_queued_items: int = 4096
+    max_queued_tokens: int = 1 << 20
     timeout_s: float | None = 30.0
     retry_after_s: float = 1.0
 
@@ -118,6 +119,7 @@ class Scheduler:
         self._tickets: list[_Ticket] = []  # waiting for (more of) their items to be taken into a pool
         self._open: set[_Ticket] = set()  # every ticket not finished yet, including those whose items all run now
         self._queued = 0
+        self._queued_tokens = 0
         self._in_flight = 0
         self._last_key: BatchKey | None = None
         self._wakeup = asyncio.Event()
@@ -143,13 +145,15 @@ class Scheduler:
             raise NotReady("the server is shutting down" if self._closing else "the scheduler is not running")
         if not items:
             return torch.empty(0)
-        self._admit(len(items))
+        tokens = sum(len(item) for item in items)
+        self._admit(len(items), tokens)
         loop = asyncio.get_running_loop()
         ticket = _Ticket(items, key, priority, time.monotonic(), loop.create_future())
         ticket.order = sorted(range(len(items)), key=lambda i: -len(items[i]))
         self._tickets.append(ticket)
         self._open.add(ticket)
         self._queued += len(items)
+        self._queued_tokens += tokens
         self._idle.clear()
         self._observer.depth(self._queued)
         self._wakeup.set()
@@ -180,13 +184,22 @@ class Scheduler:
         self._executor.shutdown(wait=False)
 
     # ------------------------------------------------------------------ queue bookkeeping
-    def _admit(self, n: int) -> None:
-        limit = self.config.max_queued_items
-        if self._queued and self._queued + n > limit:
+    def _admit(self, n: int, tokens: int) -> None:
+        """Refuse a request larger than the whole queue (413: retrying cannot help) or one that does not fit
+        next to the work already queued (429 with Retry-After), counting model inputs and tokens."""
+        items_limit, tokens_limit = self.config.max_queued_items, self.config.max_queued_tokens
+        if n > items_limit or tokens > tokens_limit:
+            self._observer.rejected("too_large")
+            raise PayloadTooLarge(
+                f"the request needs {n} model inputs ({tokens} tokens) after chunking; one request may queue at "
+                f"most {items_limit} inputs and {tokens_limit} tokens. Send fewer or shorter documents",
+                param="documents",
+            )
+        if self._queued + n > items_limit or self._queued_tokens + tokens > tokens_limit:
             self._observer.rejected("queue_full")
             raise Overloaded(
-                f"the queue of {self.name or 'this model'} is full ({self._queued} pairs waiting, limit {limit}); "
-                "retry later",
+                f"the queue of {self.name or 'this model'} is full ({self._queued} inputs and {self._queued_tokens} "
+                f"tokens waiting, limits {items_limit} and {tokens_limit}); retry later",
                 retry_after_s=self.config.retry_after_s,
             )
 
@@ -197,6 +210,7 @@ class Scheduler:
         if ticket in self._tickets:
             self._tickets.remove(ticket)
             self._queued -= ticket.remaining
+            self._queued_tokens -= sum(len(ticket.items[i]) for i in ticket.order[ticket.taken :])
             self._observer.dropped(ticket.remaining)
             self._observer.depth(self._queued)
         self._update_idle()
@@ -276,6 +290,7 @@ class Scheduler:
             if ticket.remaining == 0:
                 self._tickets.remove(ticket)
         self._queued -= len(pool)
+        self._queued_tokens -= sum(len(t.items[p]) for t, p in pool)
         return pool
 
     async def _run_pool(self, pool: list[Member]) -> None:
@@ -291,7 +306,8 @@ class Scheduler:
             inputs = list(distinct)
             started = time.perf_counter()
             try:
-                raw = await loop.run_in_executor(self._executor, self._worker.forward, inputs, members[0][0].key)
+                key = members[0][0].key
+                raw = await loop.run_in_executor(self._executor, forward_splitting_on_oom, self._worker, inputs, key)
             except Exception as exc:  # a failed batch fails its own requests; the others go on
                 logger.exception("forward pass failed on %s (%d rows); failing its requests", self.name, len(inputs))
                 self._fail(list({id(t): t for t, _ in members}.values()), exc)

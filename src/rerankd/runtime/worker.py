@@ -13,6 +13,7 @@ from typing import Protocol, cast
 
 import torch
 
+from rerankd.errors import OutOfMemory
 from rerankd.families.base import BatchKey, Embedder, Encoded, Family, FamilyLimits, PairScorer
 from rerankd.runtime.planner import TokenBudget, plan_batches
 
@@ -42,6 +43,34 @@ class FamilyWorker:
             if kind == "embed":  # jobs of kind "embed" are only prepared for embedders, "score" for pair scorers
                 return cast(Embedder, self.family).embed(batch)
             return cast(PairScorer, self.family).score(batch, call)
+
+
+def forward_splitting_on_oom(worker: Worker, batch: Sequence[Encoded], key: BatchKey) -> torch.Tensor:
+    """``worker.forward``; when the device runs out of memory, the batch is split in two and each half tried once.
+    Still out of memory: :class:`~rerankd.errors.OutOfMemory` (503), for this batch's requests only."""
+    try:
+        return worker.forward(batch, key)
+    except torch.OutOfMemoryError:
+        _release_cached_memory()
+        if len(batch) == 1:
+            raise OutOfMemory(_OOM_MESSAGE.format(n=1)) from None
+    middle = len(batch) // 2
+    try:
+        return torch.cat([worker.forward(batch[:middle], key), worker.forward(batch[middle:], key)], dim=0)
+    except torch.OutOfMemoryError:
+        _release_cached_memory()
+        raise OutOfMemory(_OOM_MESSAGE.format(n=len(batch))) from None
+
+
+_OOM_MESSAGE = (
+    "the device ran out of memory on a batch of {n} inputs, also after splitting it; retry with fewer or shorter "
+    "documents, or give the server a smaller --batch-tokens"
+)
+
+
+def _release_cached_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def run_planned(

@@ -59,7 +59,7 @@ def create_app(
         from rerankd.pipeline.http import attach_search
 
         attach_search(app, settings.index)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, settings=settings)
     return app
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hmac
 
-from fastapi import Request
-
-from rerankd.server.errors import Unauthorized
+from fastapi.security import HTTPBearer
 
 
 def key_matches(given: str, keys: tuple[str, ...]) -> bool:
@@ -18,19 +16,15 @@ def key_matches(given: str, keys: tuple[str, ...]) -> bool:
     return matched
 
 
-def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def bearer_token_of(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value."""
+    scheme, _, token = (header or "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-async def require_api_key(request: Request) -> None:
-    """FastAPI dependency for the API routes (not health, readiness, metrics or docs)."""
-    keys: tuple[str, ...] = request.app.state.settings.api_key
-    if not keys:
-        return
-    token = bearer_token(request)
-    if token is None:
-        raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
-    if not key_matches(token, keys):
-        raise Unauthorized("invalid API key")
+# Declares the Bearer scheme in the OpenAPI schema. The check itself runs in the request middleware, from the
+# headers, before any of the body is read (server/middleware.py).
+bearer_scheme = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key> (when keys are configured)")
+# The dependency routers declare (`APIRouter(dependencies=[Depends(require_api_key)])`): it adds the scheme to their
+# OpenAPI operations; the middleware has already refused the request if its key was missing or wrong.
+require_api_key = bearer_scheme

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 
 from rerankd.errors import EmptyInput, InvalidInput
 from rerankd.jobs import ScoreOptions, ranking
@@ -200,8 +201,31 @@ def predict_response(scores: PairScores, single: bool) -> s.PredictResponse:
     return s.PredictResponse(rows[0] if single else rows)
 
 
-def embedding_texts(body: s.EmbeddingRequest) -> CheckedTexts:
-    return check_texts([body.input] if isinstance(body.input, str) else body.input, param="input")
+def embedding_texts(body: s.EmbeddingRequest, backend: Tokenizer) -> CheckedTexts:
+    """The texts to embed. Token-id inputs are ids of the model's own tokenizer: they are decoded and encoded
+    again. Like OpenAI's API, an empty string is refused (400)."""
+    raw = body.input
+    if isinstance(raw, str):
+        texts: list[Any] = [raw]
+    elif raw and all(isinstance(x, int) for x in raw):
+        texts = [_decoded(raw, backend, "input")]  # type: ignore[arg-type]
+    elif raw and all(isinstance(x, list) for x in raw):
+        texts = [_decoded(ids, backend, f"input[{i}]") for i, ids in enumerate(raw)]  # type: ignore[arg-type]
+    else:
+        texts = list(raw)
+    checked = check_texts(texts, param="input")
+    for index, text in enumerate(checked):
+        if not text:
+            raise EmptyInput(f"input[{index}] must not be empty (an empty string has nothing to embed)", param="input")
+    return checked
+
+
+def _decoded(ids: list[int], backend: Tokenizer, where: str) -> str:
+    size = backend.get_vocab_size(with_added_tokens=True)
+    bad = next((i for i in ids if not 0 <= i < size), None)
+    if bad is not None:
+        raise InvalidInput(f"{where} has token id {bad}, outside the model's vocabulary of {size}", param="input")
+    return str(backend.decode(ids, skip_special_tokens=True))
 
 
 def embedding_response(

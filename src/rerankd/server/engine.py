@@ -14,17 +14,18 @@ import asyncio
 import dataclasses
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
-from rerankd.errors import ModelNotFound, NotReady
-from rerankd.jobs import ScoreOptions, ScoringJob, describe_cut, primary_score
+from rerankd.errors import DeadlineExceeded, InvalidInput, ModelNotFound, NotReady, PayloadTooLarge
+from rerankd.jobs import Budget, ScoreOptions, ScoringJob, describe_cut, primary_score
 from rerankd.reranker import Reranker
 from rerankd.runtime.scheduler import Scheduler, SchedulerConfig
 from rerankd.server.cache import CachedScore, NoCache, ScoreCache, score_key, settings_digest
-from rerankd.server.errors import PayloadTooLarge
+from rerankd.server.deadlines import Deadline, in_thread
 from rerankd.server.metrics import Metrics
 from rerankd.settings import Settings
 from rerankd.validation import CheckedPairs, CheckedTexts
@@ -52,6 +53,7 @@ class PairScores:
     cut: list[int]
     chunked: bool
     limit: int
+    notices: tuple[str, ...] = ()  # warnings about the request as a whole (a truncated query)
 
     @property
     def scores(self) -> list[float]:
@@ -59,7 +61,7 @@ class PairScores:
         return [primary_score(row) for row in self.rows]
 
     def warnings(self, what: str = "document") -> list[str]:
-        return describe_cut(self.cut, chunked=self.chunked, limit=self.limit, what=what)
+        return [*self.notices, *describe_cut(self.cut, chunked=self.chunked, limit=self.limit, what=what)]
 
 
 class Engine:
@@ -92,9 +94,9 @@ class Engine:
                 for name, path in self.settings.served_models():
                     reranker = await asyncio.to_thread(Reranker.from_pretrained, path, options)
                     self._serve(name, reranker)
-        except Exception as exc:  # any load failure: the server stays up to say so on /ready and /health
+        except Exception:  # any load failure: the server stays up to say so on /ready and /health
             logger.exception("model loading failed")
-            self.state, self.failure = "failed", f"model loading failed: {type(exc).__name__}: {exc}"
+            self.state, self.failure = "failed", "model loading failed; the server log has the details"
             return
         self.state = "ready"
         logger.info("ready: serving %s", ", ".join(self.models))
@@ -113,6 +115,7 @@ class Engine:
         config = SchedulerConfig(
             budget=reranker.budget,
             max_queued_items=self.settings.max_queue,
+            max_queued_tokens=self.settings.max_queue_tokens,
             timeout_s=self.settings.request_timeout_s,
             retry_after_s=float(self.settings.retry_after_s),
         )
@@ -144,56 +147,109 @@ class Engine:
         if n > limit:
             raise PayloadTooLarge(f"too many {what}: {n}, the limit is {limit} per request", param=what)
 
+    def check_options(self, options: ScoreOptions) -> None:
+        limit = self.settings.max_chunks_per_doc
+        if options.max_chunks_per_doc is not None and options.max_chunks_per_doc > limit:
+            raise InvalidInput(
+                f"max_chunks_per_doc={options.max_chunks_per_doc} is over this server's limit of {limit}",
+                param="max_chunks_per_doc",
+            )
+
+    def deadline(self, arrived: float | None) -> Deadline:
+        """A request's deadline: ``--timeout`` after it arrived."""
+        return Deadline.starting(arrived, self.settings.request_timeout_s, float(self.settings.retry_after_s))
+
     # ------------------------------------------------------------------ operations
     async def score_pairs(
-        self, served: ServedModel, pairs: CheckedPairs, options: ScoreOptions, priority: int = 0
+        self,
+        served: ServedModel,
+        pairs: CheckedPairs,
+        options: ScoreOptions,
+        priority: int = 0,
+        deadline: Deadline | None = None,
     ) -> PairScores:
-        """Score pairs through the cache and the scheduler; rows follow ``pairs``."""
+        """Score pairs through the cache and the scheduler within ``deadline``; rows follow ``pairs``."""
         self.check_count(len(pairs))
+        self.check_options(options)
+        deadline = deadline or self.deadline(None)
         reranker = served.reranker
         options = dataclasses.replace(
             options,
             normalize=reranker.normalize if options.normalize is None else options.normalize,
             truncate=reranker.truncate if options.truncate is None else options.truncate,
         )
-        use_cache = not isinstance(self.cache, NoCache)
-        settings = settings_digest(served.fingerprint, options) if use_cache else ""
-        keys = [score_key(settings, q, d) for q, d in pairs] if use_cache else []
-        cached = await self.cache.get_many(keys) if use_cache else [None] * len(pairs)
-        rows: list[tuple[float, ...]] = [()] * len(pairs)
-        tokens = [0] * len(pairs)
-        cut: set[int] = set()
+        keys = self._cache_keys(served, pairs, options)
+        cached = await self.cache.get_many(keys) if keys else [None] * len(pairs)
+        found = _Found(len(pairs))
         for position, hit in enumerate(cached):
             if hit is not None:
-                rows[position], tokens[position] = hit.row, hit.tokens
-                if hit.cut:
-                    cut.add(position)
+                found.put(position, hit)
         misses = [position for position, hit in enumerate(cached) if hit is None]
-        if use_cache:
+        if keys:
             self.metrics.cache_hits.labels(served.name).inc(len(pairs) - len(misses))
             self.metrics.cache_misses.labels(served.name).inc(len(misses))
+        notices: tuple[str, ...] = ()
         if misses:
-            job = await asyncio.to_thread(reranker.prepare_pairs, CheckedPairs([pairs[p] for p in misses]), options)
-            table: list[list[float]] = (await self._run(served, job, priority)).tolist()
-            job_cut = set(job.cut)
-            entries = []
-            for j, position in enumerate(misses):
-                rows[position], tokens[position] = tuple(table[j]), job.tokens[j]
-                if j in job_cut:
-                    cut.add(position)
-                if use_cache:
-                    entries.append((keys[position], CachedScore(rows[position], tokens[position], j in job_cut)))
-            await self.cache.set_many(entries)
-        return PairScores(served.name, rows, tokens, sorted(cut), options.chunked, reranker.input_limit(options))
+            missing = CheckedPairs([pairs[p] for p in misses])
+            job = await self._prepare(served, lambda budget: reranker.prepare_pairs(missing, options, budget), deadline)
+            table: list[list[float]] = (await self._run(served, job, priority, deadline)).tolist()
+            job_cut, notices = set(job.cut), job.notices
+            computed = [CachedScore(tuple(table[j]), job.tokens[j], j in job_cut) for j in range(len(misses))]
+            for position, value in zip(misses, computed, strict=True):
+                found.put(position, value)
+            if keys:
+                await self.cache.set_many([(keys[p], value) for p, value in zip(misses, computed, strict=True)])
+        limit = reranker.input_limit(options)
+        return PairScores(served.name, found.rows, found.tokens, sorted(found.cut), options.chunked, limit, notices)
 
-    async def embed(self, served: ServedModel, texts: CheckedTexts) -> tuple[torch.Tensor, list[int]]:
+    def _cache_keys(self, served: ServedModel, pairs: CheckedPairs, options: ScoreOptions) -> list[str]:
+        """The score-cache key of every pair (none without a cache)."""
+        if isinstance(self.cache, NoCache):
+            return []
+        settings = settings_digest(served.fingerprint, options)
+        return [score_key(settings, q, d) for q, d in pairs]
+
+    async def embed(
+        self, served: ServedModel, texts: CheckedTexts, deadline: Deadline | None = None
+    ) -> tuple[torch.Tensor, list[int]]:
         """Embeddings of checked ``texts`` (bi-encoder models) and the tokens each used."""
-        self.check_count(len(texts), "inputs")
-        job = await asyncio.to_thread(served.reranker.prepare_embed, texts, "document")
-        return await self._run(served, job, 0), job.tokens
+        if len(texts) > self.settings.max_embedding_inputs:
+            limit = self.settings.max_embedding_inputs
+            raise PayloadTooLarge(f"too many inputs: {len(texts)}, the limit is {limit} per request", param="input")
+        deadline = deadline or self.deadline(None)
+        reranker = served.reranker
+        job = await self._prepare(served, lambda budget: reranker.prepare_embed(texts, "document", budget), deadline)
+        return await self._run(served, job, 0, deadline), job.tokens
 
-    async def _run(self, served: ServedModel, job: ScoringJob, priority: int) -> torch.Tensor:
+    async def _prepare(
+        self, served: ServedModel, work: Callable[[Budget], ScoringJob], deadline: Deadline
+    ) -> ScoringJob:
+        """Tokenise in a worker thread within the deadline (abandoned when it passes or the client leaves)."""
+        try:
+            return await in_thread(work, deadline, self.settings.max_queue)
+        except DeadlineExceeded:
+            self.metrics.rejections.labels(served.name, "timeout").inc()
+            raise
+
+    async def _run(self, served: ServedModel, job: ScoringJob, priority: int, deadline: Deadline) -> torch.Tensor:
         """A prepared job's rows: its items go through the model's scheduler, ``job.finish`` reads them."""
-        raw = await served.scheduler.submit(job.items, job.key, priority=priority)
+        try:
+            raw = await served.scheduler.submit(job.items, job.key, priority=priority, timeout_s=deadline.remaining())
+        except DeadlineExceeded:
+            raise deadline.exceeded() from None
         self.metrics.scored_pairs.labels(served.name).inc(len(job.items))
         return job.finish(raw)
+
+
+class _Found:
+    """Rows, tokens and truncation flags of a request's pairs, filled from the cache and from the model."""
+
+    def __init__(self, n: int) -> None:
+        self.rows: list[tuple[float, ...]] = [()] * n
+        self.tokens = [0] * n
+        self.cut: set[int] = set()
+
+    def put(self, position: int, value: CachedScore) -> None:
+        self.rows[position], self.tokens[position] = value.row, value.tokens
+        if value.cut:
+            self.cut.add(position)

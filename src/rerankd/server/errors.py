@@ -23,13 +23,16 @@ from rerankd.errors import (
     EmptyInput,
     InvalidInput,
     MissingDependency,
+    ModelFetchFailed,
     ModelNotFound,
     NotReady,
+    OutOfMemory,
     Overloaded,
+    PayloadTooLarge,
     RerankdError,
     UnsupportedModel,
 )
-from rerankd.server.schemas import DIALECT_TAGS, ErrorDetail, ErrorResponse, TEIErrorResponse
+from rerankd.server.schemas import DIALECT_TAGS, ErrorDetail, ErrorResponse, TEIErrorResponse, rerank_dialect
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +41,6 @@ class Unauthorized(RerankdError):
     """No or wrong API key."""
 
     code = "unauthorized"
-
-
-class PayloadTooLarge(RerankdError):
-    """Too many documents in one request, or a body over the payload limit."""
-
-    code = "payload_too_large"
 
 
 class ClientGone(Exception):
@@ -60,6 +57,8 @@ STATUS_TABLE: tuple[tuple[type[RerankdError], int, str], ...] = (
     (ModelNotFound, 404, "not_found_error"),
     (Overloaded, 429, "rate_limit_error"),
     (NotReady, 503, "service_unavailable"),
+    (OutOfMemory, 503, "service_unavailable"),
+    (ModelFetchFailed, 503, "service_unavailable"),
     (InvalidInput, 400, "invalid_request_error"),
     (UnsupportedModel, 400, "invalid_request_error"),
     (MissingDependency, 500, "server_error"),
@@ -81,11 +80,12 @@ def request_id_of(request: Request) -> str | None:
 
 
 def is_tei(request: Request, body: Any = None) -> bool:
-    """TEI-dialect requests get TEI's error shape: /predict, and /rerank bodies with ``texts``."""
+    """TEI-dialect requests get TEI's error shape: /predict, and /rerank bodies that the schema parses as TEI's
+    (the same discriminator decides both, so the dialect that parses a request is the one that formats its error)."""
     if getattr(request.state, "dialect", None) == "tei":
         return True
     path = request.url.path
-    return path == "/predict" or (path == "/rerank" and isinstance(body, dict) and "texts" in body)
+    return path == "/predict" or (path == "/rerank" and isinstance(body, dict) and rerank_dialect(body) == "tei")
 
 
 def error_response(
@@ -155,9 +155,26 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _json_position(document: Any, offset: Any) -> str:
+    """``line L column C`` of a character offset into the request body."""
+    if not isinstance(document, str) or not isinstance(offset, int):
+        return "an unknown position"
+    before = document[:offset]
+    return f"line {before.count(chr(10)) + 1} column {offset - (before.rfind(chr(10)) + 1) + 1}"
+
+
+def invalid_json(request: Request, reason: str) -> JSONResponse:
+    message = f"the request body is not valid JSON: {reason}"
+    return error_response(request, 400, message, error_type="invalid_request_error", param="body", code="invalid_json")
+
+
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
+    if errors and errors[0].get("type") == "json_invalid":
+        first = errors[0]
+        where = _json_position(exc.body, (first.get("loc") or ("body", None))[-1])
+        return invalid_json(request, f"{(first.get('ctx') or {}).get('error', 'malformed')} at {where}")
     described = "; ".join(f"{_location(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in errors[:5])
     param = _location(tuple(errors[0].get("loc", ()))) if errors else None
     message = f"invalid request: {described}" if described else "invalid request body"
@@ -166,11 +183,26 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# What FastAPI's generic "There was an error parsing the body" (400) was caused by, in words a user can act on.
+PARSE_FAILURES: tuple[tuple[type[BaseException], str], ...] = (
+    (UnicodeDecodeError, "it is not UTF-8 text"),
+    (RecursionError, "it is nested too deeply"),
+    (ValueError, "it holds a number too long to read (over 4,300 digits)"),
+)
+
+
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        cause = exc.__cause__
+        reason = next((why for kind, why in PARSE_FAILURES if isinstance(cause, kind)), "it cannot be parsed")
+        return invalid_json(request, reason)
     message = str(exc.detail) if exc.status_code != 404 else f"no route {request.method} {request.url.path}"
     error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-    return error_response(request, exc.status_code, message, error_type=error_type, code=f"http_{exc.status_code}")
+    headers = getattr(exc, "headers", None)  # e.g. 405's Allow
+    return error_response(
+        request, exc.status_code, message, error_type=error_type, code=f"http_{exc.status_code}", headers=headers
+    )
 
 
 async def _gone(request: Request, exc: Exception) -> Response:

@@ -74,19 +74,40 @@ async def _scored(
 ) -> PairScores:
     engine = engine_of(request)
     served = engine.resolve(model)
-    return await until_disconnected(request, engine.score_pairs(served, pairs, options, priority))
+    deadline = engine.deadline(getattr(request.state, "arrived", None))
+    return await until_disconnected(request, engine.score_pairs(served, pairs, options, priority, deadline))
 
 
 # ---------------------------------------------------------------------------------------------- rerank
-@api.post("/rerank", response_model=s.RerankResponse | s.TEIRerankResponse, summary="Rerank (Cohere v1/Jina/TEI)")
-@api.post("/v1/rerank", response_model=s.RerankResponse, summary="Rerank (Cohere v1, Jina, vLLM, Infinity)")
+@api.post(
+    "/rerank",
+    response_model=s.RerankResponse | s.TEIRerankResponse,
+    summary="Rerank (Cohere v1, Jina, or TEI with `texts`)",
+    responses=s.error_responses(both=True),
+)
 async def rerank(request: Request, body: s.AnyRerankRequest) -> Response:
-    """Documents sorted by relevance to the query. A body with ``texts`` is TEI's dialect (bare-array answer)."""
+    """Documents sorted by relevance to the query. A body with ``texts`` (and no ``documents``) is TEI's dialect:
+    a bare-array answer and TEI's error bodies."""
     if isinstance(body, s.TEIRerankRequest):
         request.state.dialect = "tei"
         pairs = d.rank_pairs(body.query, body.texts, param="texts")
         scores = await _scored(request, body.model, pairs, d.tei_options(body))
         return respond(d.tei_response(scores, d.ranked_order(scores, None), body.texts, body.return_text))
+    return await _rerank_v1(request, body)
+
+
+@api.post(
+    "/v1/rerank",
+    response_model=s.RerankResponse,
+    summary="Rerank (Cohere v1, Jina, vLLM, Infinity)",
+    responses=s.error_responses(),
+)
+async def rerank_v1(request: Request, body: s.RerankRequest) -> Response:
+    """Documents sorted by relevance to the query."""
+    return await _rerank_v1(request, body)
+
+
+async def _rerank_v1(request: Request, body: s.RerankRequest) -> Response:
     texts = d.document_texts(body.documents, body.rank_fields)
     pairs = d.rank_pairs(body.query, texts)
     scores = await _scored(request, body.model, pairs, d.rerank_options(body), body.priority)
@@ -95,7 +116,7 @@ async def rerank(request: Request, body: s.AnyRerankRequest) -> Response:
     return respond(d.rerank_response(scores, order, body.documents, return_documents, version="1"))
 
 
-@api.post("/v2/rerank", response_model=s.V2RerankResponse, summary="Rerank (Cohere v2)")
+@api.post("/v2/rerank", response_model=s.V2RerankResponse, summary="Rerank (Cohere v2)", responses=s.error_responses())
 async def rerank_v2(request: Request, body: s.V2RerankRequest) -> Response:
     """Cohere v2: strict fields (unknown ones are a 422), documents are never returned."""
     pairs = d.rank_pairs(body.query, body.documents)
@@ -104,8 +125,8 @@ async def rerank_v2(request: Request, body: s.V2RerankRequest) -> Response:
 
 
 # ---------------------------------------------------------------------------------------------- score / predict
-@api.post("/score", response_model=s.ScoreResponse, summary="Score pairs (vLLM)")
-@api.post("/v1/score", response_model=s.ScoreResponse, summary="Score pairs (vLLM)")
+@api.post("/score", response_model=s.ScoreResponse, summary="Score pairs (vLLM)", responses=s.error_responses())
+@api.post("/v1/score", response_model=s.ScoreResponse, summary="Score pairs (vLLM)", responses=s.error_responses())
 async def score(request: Request, body: s.ScoreRequest) -> Response:
     """One score per pair: text_1/text_2 (or queries/documents, queries/items, data_1/data_2), 1:1, 1:N, N:N."""
     pairs = d.score_request_pairs(body)
@@ -113,7 +134,9 @@ async def score(request: Request, body: s.ScoreRequest) -> Response:
     return respond(d.score_response(scores))
 
 
-@api.post("/predict", response_model=s.PredictResponse, summary="Score pairs (TEI)")
+@api.post(
+    "/predict", response_model=s.PredictResponse, summary="Score pairs (TEI)", responses=s.error_responses(tei=True)
+)
 async def predict(request: Request, body: s.PredictRequest) -> Response:
     """TEI's predict: ``{"inputs": [query, document]}`` or a batch of such pairs."""
     request.state.dialect = "tei"
@@ -123,22 +146,30 @@ async def predict(request: Request, body: s.PredictRequest) -> Response:
 
 
 # ---------------------------------------------------------------------------------------------- embeddings
-@api.post("/v1/embeddings", response_model=s.EmbeddingResponse, summary="Embeddings (OpenAI)")
+@api.post(
+    "/v1/embeddings", response_model=s.EmbeddingResponse, summary="Embeddings (OpenAI)", responses=s.error_responses()
+)
 async def embeddings(request: Request, body: s.EmbeddingRequest) -> Response:
     """L2-normalised embeddings of bi-encoder models; ``encoding_format`` float or base64 (little-endian
     float32)."""
-    texts = d.embedding_texts(body)
     engine = engine_of(request)
     served = engine.resolve(body.model)
     if not served.reranker.is_embedder:
         raise InvalidInput(
             f"{served.name} is a {served.reranker.info.family}; /v1/embeddings needs a bi-encoder model", param="model"
         )
-    vectors, tokens = await until_disconnected(request, engine.embed(served, texts))
+    texts = d.embedding_texts(body, served.reranker.family.backend)
+    deadline = engine.deadline(getattr(request.state, "arrived", None))
+    vectors, tokens = await until_disconnected(request, engine.embed(served, texts, deadline))
     return respond(d.embedding_response(served.name, vectors, tokens, body))
 
 
-@api.get("/v1/models", response_model=s.ModelList, summary="Served models (OpenAI)")
+@api.get(
+    "/v1/models",
+    response_model=s.ModelList,
+    summary="Served models (OpenAI)",
+    responses=s.error_responses(401, 408, 413, 500, 503),
+)
 async def models(request: Request) -> Response:
     engine = engine_of(request)
     created = int(request.app.state.started_at)
@@ -156,23 +187,30 @@ async def models(request: Request) -> Response:
 
 
 # ---------------------------------------------------------------------------------------------- operations
-@ops.get("/health", response_model=s.Health, summary="Liveness")
+@ops.get("/health", response_model=s.Health, summary="Liveness", responses=s.error_responses(503))
 async def health(request: Request) -> Response:
-    engine = engine_of(request)
-    if engine.state == "failed":
-        raise NotReady(engine.failure or "model loading failed")
-    return respond(s.Health(status="ok", models=list(engine.models)))
+    """200 ``{"status": "ok"}`` while the process serves; 503 once model loading has failed. No model names or
+    failure details: this route needs no API key (the details are in the server log and, with a key, /v1/models)."""
+    if engine_of(request).state == "failed":
+        raise NotReady("not ready: failed")
+    return respond(s.Health(status="ok"))
 
 
-@ops.get("/ready", response_model=s.Health, summary="Readiness: every model loaded, not shutting down")
+@ops.get("/ready", response_model=s.Health, summary="Readiness", responses=s.error_responses(503))
 async def ready(request: Request) -> Response:
+    """200 ``{"status": "ready"}`` once every model is loaded; 503 ``not ready: loading|failed|draining``."""
     engine = engine_of(request)
     if engine.state != "ready":
-        raise NotReady(engine.failure or f"not ready: {engine.state}")
-    return respond(s.Health(status="ready", models=list(engine.models)))
+        raise NotReady(f"not ready: {engine.state}")
+    return respond(s.Health(status="ready"))
 
 
-@ops.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@ops.get(
+    "/metrics",
+    summary="Prometheus metrics (needs the API key with --metrics-auth)",
+    response_class=Response,
+    responses=s.text_response("Prometheus text format") | s.error_responses(401),
+)
 async def metrics(request: Request) -> Response:
     body = request.app.state.metrics.render()
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -14,6 +14,18 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, 
 DocumentIn = str | dict[str, Any]
 TextOrTexts = str | list[str]
 Direction = Literal["right", "left", "Right", "Left"]
+# Constraints the runtime checks itself (with a 400 and a message naming the field), declared in the schema too so
+# that clients and schema-driven tools know them: a query needs a non-space character, a list at least one item.
+NON_BLANK: dict[str, Any] = {"minLength": 1, "pattern": r"\S"}
+NON_EMPTY: dict[str, Any] = {"minItems": 1}
+
+
+def _text(**schema: Any) -> Any:
+    return Field(json_schema_extra={**NON_BLANK, **schema})
+
+
+def _items(**schema: Any) -> Any:
+    return Field(json_schema_extra={**NON_EMPTY, **schema})
 
 
 class RequestModel(BaseModel):
@@ -33,8 +45,8 @@ class RerankRequest(RequestModel):
     """Cohere v1, Jina, vLLM and Infinity rerank requests (one union of their fields)."""
 
     model: str | None = None
-    query: str
-    documents: list[DocumentIn]
+    query: str = _text()
+    documents: list[DocumentIn] = _items()
     top_n: int | None = Field(None, ge=0, validation_alias=AliasChoices("top_n", "top_k"))
     return_documents: bool | None = None
     rank_fields: list[str] | None = None
@@ -55,15 +67,15 @@ class TEIRerankRequest(RequestModel):
     """text-embeddings-inference's rerank request (``texts`` instead of ``documents``)."""
 
     model: str | None = None
-    query: str
-    texts: list[str]
+    query: str = _text()
+    texts: list[str] = _items()
     truncate: bool | None = None
     truncation_direction: Direction | None = None
     raw_scores: bool = False
     return_text: bool = False
 
 
-def _rerank_dialect(value: Any) -> str:
+def rerank_dialect(value: Any) -> str:
     """TEI bodies have ``texts`` where every other dialect has ``documents``."""
     if isinstance(value, dict):
         return "tei" if "texts" in value and "documents" not in value else "cohere"
@@ -73,7 +85,7 @@ def _rerank_dialect(value: Any) -> str:
 # /rerank's body: validated as one dialect only, so a schema error names that dialect's fields.
 AnyRerankRequest = Annotated[
     Annotated[RerankRequest, Tag("cohere")] | Annotated[TEIRerankRequest, Tag("tei")],
-    Discriminator(_rerank_dialect),
+    Discriminator(rerank_dialect),
 ]
 DIALECT_TAGS = ("cohere", "tei")
 
@@ -88,8 +100,8 @@ class V2RerankRequest(StrictRequest):
     """Cohere v2 rerank: exactly the fields of the Cohere SDK; anything else is a 422."""
 
     model: str | None = None
-    query: str
-    documents: list[str]
+    query: str = _text()
+    documents: list[str] = _items()
     top_n: int | None = Field(None, ge=0)
     max_tokens_per_doc: int | None = Field(None, ge=1)
     relevant_spans: RelevantSpans | None = None
@@ -222,10 +234,11 @@ class PredictResponse(RootModel[list[Prediction] | list[list[Prediction]]]):
 
 # ---------------------------------------------------------------------------------------------- embeddings
 class EmbeddingRequest(RequestModel):
-    """OpenAI's embeddings request."""
+    """OpenAI's embeddings request: one text, a list of texts (none empty, at most 2,048), or token ids of the
+    model's own tokenizer (one list, or a list of lists)."""
 
     model: str | None = None
-    input: str | list[str]
+    input: str | list[str] | list[int] | list[list[int]] = _items(maxItems=2048)
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
     user: str | None = None
@@ -266,8 +279,7 @@ class ModelList(ResponseModel):
 
 
 class Health(ResponseModel):
-    status: Literal["ok", "ready", "loading", "draining", "failed"]
-    models: list[str] = Field(default_factory=list)
+    status: Literal["ok", "ready"]
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -289,3 +301,29 @@ class ErrorResponse(ResponseModel):
 class TEIErrorResponse(ResponseModel):
     error: str
     error_type: str
+
+
+# ---------------------------------------------------------------------------------------------- documented errors
+ERROR_DESCRIPTIONS = {
+    400: "Invalid input: empty query or documents, bad field shapes, input too long with truncation off, body not JSON",
+    401: "Missing or wrong API key (only when the server has keys)",
+    404: "Unknown model or route",
+    408: "The request body did not arrive within the body timeout",
+    413: "Too many documents, a body over the byte limit, or more model inputs after chunking than the server allows",
+    422: "The body does not match this route's schema",
+    429: "Over capacity: the queue is full (code overloaded) or the request did not finish in time (code timeout)",
+    500: "Unexpected server error (the body carries only the request id)",
+    503: "Not ready: loading, failed to load, shutting down, or out of device memory",
+}
+API_ERRORS = (400, 401, 404, 408, 413, 422, 429, 500, 503)
+
+
+def error_responses(*statuses: int, tei: bool = False, both: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error statuses, with the dialect's real error body."""
+    model: Any = (ErrorResponse | TEIErrorResponse) if both else (TEIErrorResponse if tei else ErrorResponse)
+    return {status: {"model": model, "description": ERROR_DESCRIPTIONS[status]} for status in statuses or API_ERRORS}
+
+
+def text_response(description: str) -> dict[int | str, dict[str, Any]]:
+    """An OpenAPI 200 response with a plain-text body."""
+    return {200: {"content": {"text/plain": {}}, "description": description}}

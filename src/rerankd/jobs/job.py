@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from rerankd.chunking import Side, Split, fit_documents
+from rerankd.chunking import Side
 from rerankd.errors import InputTooLong, InvalidInput
-from rerankd.families.base import BatchKey, CallOptions, Embedder, Encoded, Family, Kind, PairScorer, Role
-from rerankd.validation import CheckedPairs, CheckedTexts
+from rerankd.families.base import BatchKey, CallOptions, Encoded, Kind
 
 Finish = Callable[[torch.Tensor], torch.Tensor]
 _MAX_LISTED = 10
@@ -72,7 +71,8 @@ class ScoringJob:
     ``finish`` maps the raw forward outputs of ``items`` (in item order) to one row per input (pair or
     text): normalised scores, the best chunk per document, cosines or embeddings. ``tokens`` is the number
     of model tokens each input used; ``cut`` lists the inputs that were truncated or only partly scored
-    (chunking caps), and ``warnings`` says so in words.
+    (chunking caps), and ``warnings`` says so in words; ``notices`` are warnings about the call as a whole
+    (e.g. a truncated query), also part of ``warnings``.
     """
 
     items: list[Encoded]
@@ -82,6 +82,7 @@ class ScoringJob:
     cut: list[int]
     warnings: list[str]
     finish: Finish
+    notices: tuple[str, ...] = ()
 
     @property
     def key(self) -> BatchKey:
@@ -173,143 +174,3 @@ def call_options(instruction: str | None, cutoff_layers: Sequence[int] | int | N
             raise InvalidInput("cutoff_layers must be a non-empty list of integers", param="cutoff_layers")
         layers = tuple(sorted(set(cutoff_layers)))
     return CallOptions(instruction=instruction, cutoff_layers=layers)
-
-
-# ---------------------------------------------------------------------------------------------- preparation
-@dataclass(frozen=True)
-class Defaults:
-    """A loaded model's own choices, which a call's :class:`ScoreOptions` may override."""
-
-    normalize: bool = True
-    truncate: bool = True
-
-
-def input_limit(family: Family, options: ScoreOptions) -> int:
-    """Tokens one model input may have under ``options``."""
-    return options.max_input_tokens or family.limits.max_length
-
-
-def prepare_pairs(family: Family, pairs: CheckedPairs, options: ScoreOptions, defaults: Defaults) -> ScoringJob:
-    """Encode checked (query, document) pairs; the job's rows are one score row per pair."""
-    options.check()
-    groups: dict[str, list[int]] = {}
-    for position, (query, _) in enumerate(pairs):
-        groups.setdefault(query, []).append(position)
-    if isinstance(family, Embedder):
-        return _prepare_cosine(family, pairs, groups, options, defaults)
-    call = call_options(options.instruction, options.cutoff_layers)
-    return _prepare_scored(family, pairs, groups, options, call, defaults)
-
-
-def prepare_embed(family: Embedder, texts: CheckedTexts, role: Role, truncate: bool) -> ScoringJob:
-    """Encode checked texts for embedding; the job's rows are the vectors."""
-    encoded = family.encode_texts(texts, role)
-    cut = _check_lengths(family, encoded, range(len(encoded)), truncate, param="texts")
-    warnings = describe_cut(cut, chunked=False, limit=family.limits.max_length, what="input")
-    return ScoringJob(encoded, "embed", CallOptions(), [len(e) for e in encoded], cut, warnings, identity)
-
-
-def _prepare_scored(
-    family: PairScorer,
-    pairs: CheckedPairs,
-    groups: dict[str, list[int]],
-    options: ScoreOptions,
-    call: CallOptions,
-    defaults: Defaults,
-) -> ScoringJob:
-    truncate = defaults.truncate if options.truncate is None else options.truncate
-    items: list[Encoded] = []
-    owners: list[int] = []
-    tokens = [0] * len(pairs)
-    cut: list[int] = []
-    for query, positions in groups.items():
-        docs = [pairs[p][1] for p in positions]
-        if options.reshapes_text:
-            overhead = len(family.encode_pairs(query, [""], call)[0])
-            splits = _fit(family, docs, positions, options, overhead, truncate)
-            cut.extend(p for p, s in zip(positions, splits, strict=True) if s.dropped)
-            windows = [(p, text) for p, s in zip(positions, splits, strict=True) for text in s.windows]
-        else:
-            windows = list(zip(positions, docs, strict=True))
-        encoded = family.encode_pairs(query, [text for _, text in windows], call)
-        cut.extend(_check_lengths(family, encoded, [p for p, _ in windows], truncate or options.chunked))
-        for (position, _), item in zip(windows, encoded, strict=True):
-            items.append(item)
-            owners.append(position)
-            tokens[position] += len(item)
-    normalize = defaults.normalize if options.normalize is None else options.normalize
-    finish = score_finisher(owners, len(pairs), normalize and family.activation == "sigmoid")
-    cut = sorted(set(cut))
-    warnings = describe_cut(cut, chunked=options.chunked, limit=input_limit(family, options))
-    return ScoringJob(items, "score", call, tokens, cut, warnings, finish)
-
-
-def _prepare_cosine(
-    family: Embedder, pairs: CheckedPairs, groups: dict[str, list[int]], options: ScoreOptions, defaults: Defaults
-) -> ScoringJob:
-    truncate = defaults.truncate if options.truncate is None else options.truncate
-    queries = list(groups)
-    query_items = family.encode_texts(queries, "query")
-    cut = _check_lengths(family, query_items, [groups[q][0] for q in queries], truncate)
-    docs = [doc for _, doc in pairs]
-    positions = list(range(len(pairs)))
-    if options.reshapes_text:
-        overhead = len(family.encode_texts([""], "document")[0])  # special tokens only
-        splits = _fit(family, docs, positions, options, overhead, truncate)
-    else:
-        splits = [Split((doc,), 0, 0) for doc in docs]
-    cut.extend(p for p, s in enumerate(splits) if s.dropped)
-    windows = [(p, text) for p, s in enumerate(splits) for text in s.windows]
-    doc_items = family.encode_texts([text for _, text in windows], "document")
-    cut.extend(_check_lengths(family, doc_items, [p for p, _ in windows], truncate or options.chunked))
-    query_of = {q: i for i, q in enumerate(queries)}
-    tokens = [len(query_items[query_of[query]]) for query, _ in pairs]
-    for (position, _), item in zip(windows, doc_items, strict=True):
-        tokens[position] += len(item)
-    owners = [p for p, _ in windows]
-    rows = [query_of[pairs[p][0]] for p in owners]
-    finish = cosine_finisher(len(queries), rows, owners, len(pairs))
-    cut = sorted(set(cut))
-    warnings = describe_cut(cut, chunked=options.chunked, limit=input_limit(family, options))
-    return ScoringJob(query_items + doc_items, "embed", CallOptions(), tokens, cut, warnings, finish)
-
-
-def _fit(
-    family: Family, docs: list[str], positions: Sequence[int], options: ScoreOptions, overhead: int, truncate: bool
-) -> list[Split]:
-    """Cut or split documents as text so that each piece fits the model next to its query."""
-    limit = family.limits.max_length
-    if options.max_input_tokens is not None:
-        if options.max_input_tokens > limit:
-            raise InvalidInput(
-                f"max_input_tokens={options.max_input_tokens} is over the model's limit of {limit}",
-                param="truncate_prompt_tokens",
-            )
-        limit = options.max_input_tokens
-    splits = fit_documents(
-        family.backend,
-        docs,
-        limit - overhead,
-        chunked=options.chunked,
-        side=options.truncation_side,
-        max_tokens=options.max_tokens_per_doc,
-        max_chunks=options.max_chunks_per_doc,
-    )
-    if not truncate and not options.chunked:
-        for position, split in zip(positions, splits, strict=True):
-            if split.dropped:
-                raise too_long(position, overhead + split.tokens, limit)
-    return splits
-
-
-def _check_lengths(
-    family: Family, encoded: Sequence[Encoded], positions: Sequence[int], truncate: bool, param: str = "documents"
-) -> list[int]:
-    """Positions of truncated inputs; with truncation off, the first one raises InputTooLong."""
-    cut = []
-    for position, item in zip(positions, encoded, strict=True):
-        if item.truncated:
-            if not truncate:
-                raise too_long(position, item.full_length, family.limits.max_length, param)
-            cut.append(position)
-    return cut
