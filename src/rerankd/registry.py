@@ -20,6 +20,7 @@ from rerankd.loading import ModelFiles
 # Order matters: specific layouts first, generic ones last.
 FAMILY_MODULES: tuple[str, ...] = (
     "rerankd.families.layerwise",
+    "rerankd.families.gemma2_lightweight",
     "rerankd.families.minicpm",
     "rerankd.families.cross_encoder",
     "rerankd.families.bi_encoder",

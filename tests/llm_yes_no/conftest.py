@@ -1,9 +1,8 @@
 """Session fixtures for the yes/no LLM rerankers: tiny random Qwen3 / Gemma models saved under the published
-ids' folder names (so detection by name is exercised), unnamed copies, and a gemma2-lightweight config."""
+ids' folder names (so detection by name is exercised) and unnamed copies (gemma2-lightweight: tests/families_new)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -35,13 +34,3 @@ def gemma_path(llm_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def unnamed_qwen_path(llm_root: Path, qwen_path: Path) -> Path:
     return Path(shutil.copytree(qwen_path, llm_root / "my-finetune"))
-
-
-@pytest.fixture(scope="session")
-def lightweight_config_path(llm_root: Path) -> Path:
-    """Only the config of bge-reranker-v2.5-gemma2-lightweight's layout: enough to be recognised and refused."""
-    folder = llm_root / "some-gemma2-reranker"
-    folder.mkdir()
-    config = {"architectures": ["CostWiseGemmaForCausalLM"], "model_type": "gemma2", "layer_wise": True}
-    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    return folder

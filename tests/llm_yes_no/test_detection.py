@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -41,22 +40,6 @@ def test_family_override_on_unnamed_folder(unnamed_qwen_path: Path, qwen_path: P
     forced = Reranker.from_pretrained(str(unnamed_qwen_path), device="cpu", dtype="float32", family="qwen3-yes-no")
     assert forced.info.family == "qwen3-yes-no"
     assert np.allclose(forced.score(PAIRS), named.score(PAIRS), atol=1e-6)
-
-
-def test_gemma2_lightweight_is_refused_by_config(lightweight_config_path: Path) -> None:
-    assert detect_family(resolve_model(str(lightweight_config_path))).name == "bge-gemma2-lightweight"
-    with pytest.raises(UnsupportedModel, match=r"transformers <= 4\.47.*token compression"):
-        Reranker.from_pretrained(str(lightweight_config_path), device="cpu")
-    with pytest.raises(UnsupportedModel, match="layer_wise"):
-        Reranker.from_pretrained(str(lightweight_config_path), device="cpu", family="bge-gemma-yes")
-
-
-def test_gemma2_lightweight_is_refused_by_published_id(tmp_path: Path) -> None:
-    folder = tmp_path / "bge-reranker-v2.5-gemma2-lightweight"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"architectures": ["Gemma2ForCausalLM"]}), encoding="utf-8")
-    with pytest.raises(UnsupportedModel, match="does not support"):
-        Reranker.from_pretrained(str(folder), device="cpu")
 
 
 def test_renamed_gemma_folder_is_not_qwen(tmp_path: Path, gemma_path: Path) -> None:

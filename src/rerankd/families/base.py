@@ -74,6 +74,10 @@ class ModelOptions:
     backend: Literal["torch", "onnx"] = "torch"
     # Encoder families on CPU: dynamic int8 quantisation of the Linear layers (opt-in, float32 models only).
     quantize: Literal["int8"] | None = None
+    # Default token compression and score weights (see CallOptions), for the families that read them.
+    compress_ratio: int | None = None
+    compress_layers: tuple[int, ...] | None = None
+    score_weights: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,12 @@ class CallOptions:
 
     instruction: str | None = None
     cutoff_layers: tuple[int, ...] | None = None
+    # bge-gemma2-lightweight: average passage tokens in windows of ``compress_ratio`` (1: off) before each layer of
+    # ``compress_layers``. None: the loaded model's default.
+    compress_ratio: int | None = None
+    compress_layers: tuple[int, ...] | None = None
+    # Multi-score families (bge-m3): weights of (dense, sparse, multi-vector) in the score; None: the model's default.
+    score_weights: tuple[float, ...] | None = None
 
 
 DEFAULT_CALL = CallOptions()

@@ -15,8 +15,7 @@ projection at the last real token. rerankd turns that projection into an ordinar
   ``+ tok("\\n") + tok(prompt)``; padding to a multiple of 8. Raw score: the ``'Yes'`` logit (row of the first
   id of ``tok('Yes')``); normalised: sigmoid. ``instruction`` replaces the prompt per call. Default max_length
   512 (FlagLLMReranker's default), query cap ``max_length * 3 // 4``.
-- **bge-gemma2-lightweight** (BAAI/bge-reranker-v2.5-gemma2-lightweight) is recognised and refused with a
-  typed error: its reference code needs transformers <= 4.47 and per-layer token compression.
+  (bge-reranker-v2.5-gemma2-lightweight is its own family: :mod:`rerankd.families.gemma2_lightweight`.)
 
 Detection: their configs (``Qwen3ForCausalLM``, ``GemmaForCausalLM``) do not say "reranker", so the
 published ids are listed in ``FamilySpec.known_ids`` (matched on the hub id or the folder's name) and
@@ -30,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 
@@ -222,8 +221,6 @@ def load_qwen3_yes_no(
 def load_bge_gemma_yes(
     files: ModelFiles, device: torch.device, dtype: torch.dtype, options: ModelOptions, trust_remote_code: bool
 ) -> BgeGemmaYesFamily:
-    if _is_gemma2_lightweight(files):
-        _refuse_lightweight(files, device, dtype, options, trust_remote_code)
     _warn_remote_code(trust_remote_code, BgeGemmaYesFamily.family)
     tokenizer = _tokenizer(files)
     yes_ids = tokenizer("Yes", add_special_tokens=False)["input_ids"]
@@ -236,26 +233,6 @@ def load_bge_gemma_yes(
     max_length = options.max_length or default_max_length(files.config, BGE_DEFAULT_MAX_LENGTH)
     softcap = getattr(model.config, "final_logit_softcapping", None)
     return BgeGemmaYesFamily(decoder, rows[0], tokenizer, max_length, options.query_max_length, softcap)
-
-
-def _is_gemma2_lightweight(files: ModelFiles) -> bool:
-    config = files.config
-    gemma = "gemma" in str(config.get("model_type", "")).lower() or any(
-        "gemma" in str(a).lower() for a in config.get("architectures") or []
-    )
-    return gemma and bool(config.get("layer_wise"))
-
-
-def _refuse_lightweight(
-    files: ModelFiles, device: torch.device, dtype: torch.dtype, options: ModelOptions, trust_remote_code: bool
-) -> NoReturn:
-    raise UnsupportedModel(
-        f"{files.requested} is bge-reranker-v2.5-gemma2-lightweight (gemma2 with layer_wise heads), which rerankd "
-        "does not support yet: its reference code (FlagEmbedding's lightweight reranker with remote modeling code) "
-        "runs only on transformers <= 4.47, and its scores need per-layer token compression (compress_layers / "
-        "compress_ratio) and cutoff-layer heads that rerankd has not implemented. Use bge-reranker-v2-gemma or "
-        "bge-reranker-v2-minicpm-layerwise instead."
-    )
 
 
 def _never(files: ModelFiles) -> bool:
@@ -285,13 +262,4 @@ BGE_GEMMA_SPEC = FamilySpec(
     capabilities=PREFIX_SHARING,
 )
 
-GEMMA2_LIGHTWEIGHT_SPEC = FamilySpec(
-    name="bge-gemma2-lightweight",
-    summary="bge-reranker-v2.5-gemma2-lightweight: recognised but not supported (raises UnsupportedModel)",
-    detection="config layer_wise: true on a gemma/gemma2 model, or id BAAI/bge-reranker-v2.5-gemma2-lightweight",
-    detect=_is_gemma2_lightweight,
-    load=_refuse_lightweight,
-    known_ids=("BAAI/bge-reranker-v2.5-gemma2-lightweight",),
-)
-
-SPECS: tuple[FamilySpec, ...] = (QWEN3_SPEC, BGE_GEMMA_SPEC, GEMMA2_LIGHTWEIGHT_SPEC)
+SPECS: tuple[FamilySpec, ...] = (QWEN3_SPEC, BGE_GEMMA_SPEC)

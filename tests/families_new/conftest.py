@@ -1,0 +1,30 @@
+"""Session fixtures for the families of issue 18: tiny random model folders built in-process (seconds), and the
+reference implementations that run outside the project venv."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.families_new.tf4_oracle import Tf4Oracle, start_oracle
+from tests.families_new.tiny_lightweight import build_lightweight
+
+
+@pytest.fixture(scope="session")
+def new_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tiny-new-families")
+
+
+@pytest.fixture(scope="session")
+def lightweight_path(new_root: Path) -> Path:
+    """Not named after the published id: detection must come from config.json (layer_wise on a gemma model)."""
+    return build_lightweight(new_root / "tiny-gemma2-lightweight")
+
+
+@pytest.fixture(scope="session")
+def tf4_oracle() -> Iterator[Tf4Oracle]:
+    oracle = start_oracle()
+    yield oracle
+    oracle.close()
