@@ -24,6 +24,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "rerankd.families.minicpm",
     "rerankd.families.cross_encoder",
     "rerankd.families.bi_encoder",
+    "rerankd.families.mxbai",
     "rerankd.families.yes_no",
 )
 

@@ -10,6 +10,7 @@ import pytest
 
 from tests.families_new.tf4_oracle import Tf4Oracle, start_oracle
 from tests.families_new.tiny_lightweight import build_lightweight
+from tests.families_new.tiny_mxbai import build_mxbai
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +29,9 @@ def tf4_oracle() -> Iterator[Tf4Oracle]:
     oracle = start_oracle()
     yield oracle
     oracle.close()
+
+
+@pytest.fixture(scope="session")
+def mxbai_path(new_root: Path) -> Path:
+    """Named like the published model: a Qwen2 causal LM is recognised by its id (MODELS.md, detection)."""
+    return build_mxbai(new_root / "mxbai-rerank-base-v2")
