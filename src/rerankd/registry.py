@@ -21,6 +21,7 @@ from rerankd.loading import ModelFiles
 FAMILY_MODULES: tuple[str, ...] = (
     "rerankd.families.layerwise",
     "rerankd.families.gemma2_lightweight",
+    "rerankd.families.bge_m3",
     "rerankd.families.minicpm",
     "rerankd.families.cross_encoder",
     "rerankd.families.bi_encoder",

@@ -10,6 +10,7 @@ import pytest
 
 from tests.families_new.tf4_oracle import Tf4Oracle, start_oracle
 from tests.families_new.tiny_lightweight import build_lightweight
+from tests.families_new.tiny_m3 import build_m3
 from tests.families_new.tiny_mxbai import build_mxbai
 
 
@@ -35,3 +36,9 @@ def tf4_oracle() -> Iterator[Tf4Oracle]:
 def mxbai_path(new_root: Path) -> Path:
     """Named like the published model: a Qwen2 causal LM is recognised by its id (MODELS.md, detection)."""
     return build_mxbai(new_root / "mxbai-rerank-base-v2")
+
+
+@pytest.fixture(scope="session")
+def m3_path(new_root: Path) -> Path:
+    """Not named bge-m3: detection must come from the folder (colbert_linear.pt + sparse_linear.pt)."""
+    return build_m3(new_root / "tiny-m3")

@@ -215,6 +215,11 @@ class Capabilities:
     prefix_sharing: bool = False
     layer_outputs: bool = False
     compute_shape: Callable[[Family], ComputeShape | None] | None = None
+    # Two-tower scorers (bge-m3, ColBERT): the text outputs ``encode_outputs`` gives ("dense", "sparse",
+    # "multi_vector"; see families/late_interaction.py), and whether encoded documents are cached and reused.
+    text_outputs: tuple[str, ...] = ()
+    document_cache: bool = False
+    token_compression: bool = False  # compress_ratio / compress_layers (bge-gemma2-lightweight)
 
     def names(self) -> list[str]:
         """The capabilities in words, for ``rerankd models``."""
@@ -222,6 +227,9 @@ class Capabilities:
             "onnx/int8": self.onnx_output is not None,
             "prefix sharing": self.prefix_sharing,
             "per-layer scores": self.layer_outputs,
+            "token compression": self.token_compression,
+            "outputs " + "+".join(self.text_outputs): bool(self.text_outputs),
+            "document-vector cache": self.document_cache,
         }
         return [name for name, present in flags.items() if present]
 

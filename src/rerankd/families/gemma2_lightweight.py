@@ -227,5 +227,5 @@ SPEC = FamilySpec(
     detect=_detect,
     load=load_gemma2_lightweight,
     known_ids=("BAAI/bge-reranker-v2.5-gemma2-lightweight",),
-    capabilities=Capabilities(fp32_heads=HEADS, layer_outputs=True),
+    capabilities=Capabilities(fp32_heads=HEADS, layer_outputs=True, token_compression=True),
 )
