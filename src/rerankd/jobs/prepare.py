@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rerankd.chunking import Split, fit_documents
-from rerankd.errors import InputTooLong, InvalidInput, PayloadTooLarge
+from rerankd.errors import InputTooLong, PayloadTooLarge
 from rerankd.families.base import CallOptions, Embedder, Encoded, Family, PairScorer, Role
 from rerankd.jobs.job import (
     ScoreOptions,
@@ -60,8 +60,9 @@ UNBOUNDED = Budget()
 
 
 def input_limit(family: Family, options: ScoreOptions) -> int:
-    """Tokens one model input may have under ``options``."""
-    return options.max_input_tokens or family.limits.max_length
+    """Tokens one model input may have under ``options``: a requested cap (vLLM's ``truncate_prompt_tokens``)
+    never goes past the model's own limit."""
+    return min(options.max_input_tokens or family.limits.max_length, family.limits.max_length)
 
 
 def prepare_pairs(
@@ -206,18 +207,11 @@ def _fit(
     family: Family, docs: list[str], positions: Sequence[int], options: ScoreOptions, overhead: int, truncate: bool
 ) -> list[Split]:
     """Cut or split documents as text so that each piece fits the model next to its query."""
-    limit = family.limits.max_length
-    if options.max_input_tokens is not None:
-        if options.max_input_tokens > limit:
-            raise InvalidInput(
-                f"max_input_tokens={options.max_input_tokens} is over the model's limit of {limit}",
-                param="truncate_prompt_tokens",
-            )
-        limit = options.max_input_tokens
+    limit = input_limit(family, options)
     splits = fit_documents(
         family.backend,
         docs,
-        limit - overhead,
+        max(limit - overhead, 1),  # a cap below the query's own length still leaves the document one token
         chunked=options.chunked,
         side=options.truncation_side,
         max_tokens=options.max_tokens_per_doc,

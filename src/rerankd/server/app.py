@@ -16,6 +16,7 @@ from rerankd.server.engine import Engine
 from rerankd.server.errors import install_error_handlers
 from rerankd.server.metrics import Metrics
 from rerankd.server.middleware import RequestContextMiddleware
+from rerankd.server.openapi import install_openapi
 from rerankd.server.routes import api, ops
 from rerankd.settings import Settings
 
@@ -53,6 +54,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.started_at = time.time()
     install_error_handlers(app)
+    install_openapi(app, settings, engine)
     app.include_router(ops)
     app.include_router(api)
     if settings.index:  # POST /v1/search over an embedded search index (rerankd.pipeline)

@@ -18,7 +18,7 @@ from rerankd.errors import EmptyInput, InvalidInput
 from rerankd.jobs import ScoreOptions, ranking
 from rerankd.server import schemas as s
 from rerankd.server.engine import PairScores
-from rerankd.validation import CheckedPairs, CheckedTexts, check_pairs, check_texts, ranking_pairs
+from rerankd.validation import CheckedPairs, CheckedTexts, check_pairs, check_query, check_texts, ranking_pairs
 
 PREDICT_LABEL = "LABEL_0"  # a reranker's one output, as TEI names a single-label classifier's output
 
@@ -147,8 +147,18 @@ def tei_response(scores: PairScores, order: list[int], texts: list[str], return_
 
 
 def score_request_pairs(body: s.ScoreRequest) -> CheckedPairs:
-    """vLLM's field pairs; one query against N documents (1:1, 1:N) or N queries against N (pairwise)."""
-    for first, second in (("text_1", "text_2"), ("queries", "documents"), ("queries", "items"), ("data_1", "data_2")):
+    """vLLM's field pairs; one query against N documents (1:1, 1:N) or N queries against N (pairwise). Every field
+    given is checked, used or not: an empty list is a 400 wherever it is."""
+    for name in sorted({field for pair in s.SCORE_FIELD_PAIRS for field in pair}):
+        if getattr(body, name) == []:
+            raise EmptyInput(f"{name} must not be empty", param=name)
+        if getattr(body, name) is None and name in body.model_fields_set:
+            raise InvalidInput(f"{name} must be a string or a list of strings, not null", param=name)
+    for name in s.SCORE_QUERY_FIELDS:
+        value = getattr(body, name)
+        for text in [value] if isinstance(value, str) else value or []:
+            check_query(text, param=name)
+    for first, second in s.SCORE_FIELD_PAIRS:
         left, right = getattr(body, first), getattr(body, second)
         if left is not None and right is not None:
             break
@@ -205,15 +215,11 @@ def embedding_texts(body: s.EmbeddingRequest, backend: Tokenizer) -> CheckedText
     """The texts to embed. Token-id inputs are ids of the model's own tokenizer: they are decoded and encoded
     again. Like OpenAI's API, an empty string is refused (400)."""
     raw = body.input
-    if isinstance(raw, str):
-        texts: list[Any] = [raw]
-    elif raw and all(isinstance(x, int) for x in raw):
-        texts = [_decoded(raw, backend, "input")]  # type: ignore[arg-type]
-    elif raw and all(isinstance(x, list) for x in raw):
-        texts = [_decoded(ids, backend, f"input[{i}]") for i, ids in enumerate(raw)]  # type: ignore[arg-type]
-    else:
-        texts = list(raw)
-    checked = check_texts(texts, param="input")
+    if raw and all(isinstance(x, int) for x in raw):
+        return check_texts([_decoded(raw, backend, "input")], param="input")  # type: ignore[arg-type]
+    if raw and all(isinstance(x, list) for x in raw):
+        return check_texts([_decoded(ids, backend, f"input[{i}]") for i, ids in enumerate(raw)], param="input")  # type: ignore[arg-type]
+    checked = check_texts([raw] if isinstance(raw, str) else list(raw), param="input")
     for index, text in enumerate(checked):
         if not text:
             raise EmptyInput(f"input[{index}] must not be empty (an empty string has nothing to embed)", param="input")
@@ -221,6 +227,8 @@ def embedding_texts(body: s.EmbeddingRequest, backend: Tokenizer) -> CheckedText
 
 
 def _decoded(ids: list[int], backend: Tokenizer, where: str) -> str:
+    if not ids:
+        raise EmptyInput(f"{where} must not be empty (no token ids)", param="input")
     size = backend.get_vocab_size(with_added_tokens=True)
     bad = next((i for i in ids if not 0 <= i < size), None)
     if bad is not None:

@@ -127,13 +127,15 @@ class Engine:
         self.models[name] = ServedModel(name, reranker, scheduler, fingerprint)
 
     # ------------------------------------------------------------------ resolution and limits
-    def resolve(self, name: str | None) -> ServedModel:
-        """The model a request names: a served name, an A/B alias (weighted draw) or, if none, the first."""
+    def resolve(self, name: str | None, *, embedder: bool = False) -> ServedModel:
+        """The model a request names: a served name, an A/B alias (weighted draw) or, if none, the first (the first
+        embedding model for ``embedder`` requests)."""
         if self.state != "ready":
             raise NotReady(self.failure or ("the server is shutting down" if self.state == "draining" else
                                              "the model is still loading; retry shortly"))  # fmt: skip
-        if not name:
-            return next(iter(self.models.values()))
+        if name is None:
+            fitting = [m for m in self.models.values() if m.reranker.is_embedder] if embedder else []
+            return (fitting or list(self.models.values()))[0]
         if name in self.models:
             return self.models[name]
         if name in self.routes:

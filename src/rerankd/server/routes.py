@@ -153,7 +153,7 @@ async def embeddings(request: Request, body: s.EmbeddingRequest) -> Response:
     """L2-normalised embeddings of bi-encoder models; ``encoding_format`` float or base64 (little-endian
     float32)."""
     engine = engine_of(request)
-    served = engine.resolve(body.model)
+    served = engine.resolve(body.model, embedder=True)
     if not served.reranker.is_embedder:
         raise InvalidInput(
             f"{served.name} is a {served.reranker.info.family}; /v1/embeddings needs a bi-encoder model", param="model"

@@ -9,8 +9,29 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    Tag,
+    WithJsonSchema,
+)
 
+
+def _whole(value: Any) -> Any:
+    """JSON Schema's integers include 1.0: accept a float with no fractional part as that integer."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# (constraints before the validator, so that the schema states them as JSON Schema's minimum)
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
+Count = Annotated[int, Field(ge=0), BeforeValidator(_whole)]
+Positive = Annotated[int, Field(ge=1), BeforeValidator(_whole)]
+PromptCap = Annotated[int, Field(ge=-1), BeforeValidator(_whole)]
 DocumentIn = str | dict[str, Any]
 TextOrTexts = str | list[str]
 Direction = Literal["right", "left", "Right", "Left"]
@@ -28,12 +49,44 @@ def _items(**schema: Any) -> Any:
     return Field(json_schema_extra={**NON_EMPTY, **schema})
 
 
+QUERY_SCHEMA: dict[str, Any] = {"type": "string", **NON_BLANK}
+QUERIES_SCHEMA: dict[str, Any] = {"anyOf": [QUERY_SCHEMA, {"type": "array", "items": QUERY_SCHEMA, **NON_EMPTY}]}
+TEXTS_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, **NON_EMPTY}]
+}
+PAIR_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "prefixItems": [QUERY_SCHEMA, {"type": "string"}],
+    "minItems": 2,
+    "maxItems": 2,
+}
+# An object document is ranked by its ``text`` field unless rank_fields names others.
+DOCUMENT_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "string"}, {"type": "object", "required": ["text"], "properties": {"text": {}}}]
+}
+Queries = Annotated[TextOrTexts | None, WithJsonSchema(QUERIES_SCHEMA)]
+Texts = Annotated[TextOrTexts | None, WithJsonSchema(TEXTS_SCHEMA)]
+_TOKEN_IDS: dict[str, Any] = {"type": "array", "items": {"type": "integer", "minimum": 0}, **NON_EMPTY}
+EMBEDDING_INPUT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 2048},
+        _TOKEN_IDS,
+        {"type": "array", "items": _TOKEN_IDS, "minItems": 1, "maxItems": 2048},
+    ]
+}
+# vLLM's field pairs: a request names one of them, both sides.
+SCORE_FIELD_PAIRS = (("text_1", "text_2"), ("queries", "documents"), ("queries", "items"), ("data_1", "data_2"))
+SCORE_QUERY_FIELDS = ("text_1", "queries", "data_1")
+
+
+# Strict types: a number is not a boolean, a boolean is not a number, a string is not a number (each a 422).
 class RequestModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, strict=True)
 
 
 class StrictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ResponseModel(BaseModel):
@@ -46,21 +99,21 @@ class RerankRequest(RequestModel):
 
     model: str | None = None
     query: str = _text()
-    documents: list[DocumentIn] = _items()
-    top_n: int | None = Field(None, ge=0, validation_alias=AliasChoices("top_n", "top_k"))
+    documents: Annotated[list[DocumentIn], WithJsonSchema({"type": "array", "items": DOCUMENT_SCHEMA, **NON_EMPTY})]
+    top_n: Count | None = Field(None, validation_alias=AliasChoices("top_n", "top_k"))
     return_documents: bool | None = None
     rank_fields: list[str] | None = None
-    max_tokens_per_doc: int | None = Field(None, ge=1)
-    max_chunks_per_doc: int | None = Field(None, ge=1)
+    max_tokens_per_doc: Positive | None = None
+    max_chunks_per_doc: Positive | None = None
     truncate: bool | None = None
     truncation_direction: Direction | None = Field(
         None, validation_alias=AliasChoices("truncation_direction", "truncation_side")
     )
-    truncate_prompt_tokens: int | None = Field(None, ge=-1)
+    truncate_prompt_tokens: PromptCap | None = None
     raw_scores: bool = False
     use_activation: bool | None = None
     instruction: str | None = None
-    priority: int = 0
+    priority: WholeNumber = 0
 
 
 class TEIRerankRequest(RequestModel):
@@ -93,7 +146,7 @@ DIALECT_TAGS = ("cohere", "tei")
 class RelevantSpans(StrictRequest):
     mode: Literal["enabled", "disabled"]
     threshold: float | None = None
-    max_spans: int | None = None
+    max_spans: WholeNumber | None = None
 
 
 class V2RerankRequest(StrictRequest):
@@ -102,10 +155,10 @@ class V2RerankRequest(StrictRequest):
     model: str | None = None
     query: str = _text()
     documents: list[str] = _items()
-    top_n: int | None = Field(None, ge=0)
-    max_tokens_per_doc: int | None = Field(None, ge=1)
+    top_n: Count | None = None
+    max_tokens_per_doc: Positive | None = None
     relevant_spans: RelevantSpans | None = None
-    priority: int | None = None
+    priority: WholeNumber | None = None
 
 
 class RerankResult(ResponseModel):
@@ -173,23 +226,30 @@ class TEIRerankResponse(RootModel[list[TEIRank]]):
 # ---------------------------------------------------------------------------------------------- score / predict
 class ScoreRequest(RequestModel):
     """vLLM's score request: one of the field pairs text_1/text_2, queries/documents, queries/items,
-    data_1/data_2; each side a string or a list (1:1, 1:N or N:N)."""
+    data_1/data_2; each side a string or a list (1:1, 1:N, or N:N with lists of equal length)."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        populate_by_name=True,
+        strict=True,
+        json_schema_extra={"anyOf": [{"required": list(pair)} for pair in SCORE_FIELD_PAIRS]},
+    )
 
     model: str | None = None
-    text_1: TextOrTexts | None = None
-    text_2: TextOrTexts | None = None
-    queries: TextOrTexts | None = None
-    documents: TextOrTexts | None = None
-    items: TextOrTexts | None = None
-    data_1: TextOrTexts | None = None
-    data_2: TextOrTexts | None = None
-    truncate_prompt_tokens: int | None = Field(None, ge=-1)
+    text_1: Queries = None
+    text_2: Texts = None
+    queries: Queries = None
+    documents: Texts = None
+    items: Texts = None
+    data_1: Queries = None
+    data_2: Texts = None
+    truncate_prompt_tokens: PromptCap | None = None
     truncation_side: Direction | None = None
     use_activation: bool | None = None
     activation: bool | None = None
     raw_scores: bool = False
     instruction: str | None = None
-    priority: int = 0
+    priority: WholeNumber = 0
 
 
 class ScoreData(ResponseModel):
@@ -217,7 +277,10 @@ class PredictRequest(RequestModel):
     """TEI's predict request: a [query, document] pair or a batch of pairs."""
 
     model: str | None = None
-    inputs: list[str] | list[list[str]] | str
+    inputs: Annotated[
+        list[str] | list[list[str]] | str,
+        WithJsonSchema({"anyOf": [PAIR_SCHEMA, {"type": "array", "items": PAIR_SCHEMA, **NON_EMPTY}]}),
+    ]
     truncate: bool | None = None
     truncation_direction: Direction | None = None
     raw_scores: bool = False
@@ -238,9 +301,11 @@ class EmbeddingRequest(RequestModel):
     model's own tokenizer (one list, or a list of lists)."""
 
     model: str | None = None
-    input: str | list[str] | list[int] | list[list[int]] = _items(maxItems=2048)
+    input: Annotated[
+        str | list[str] | list[WholeNumber] | list[list[WholeNumber]], WithJsonSchema(EMBEDDING_INPUT_SCHEMA)
+    ]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: Positive | None = None
     user: str | None = None
 
 

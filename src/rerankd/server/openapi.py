@@ -1,0 +1,106 @@
+"""The OpenAPI schema of *this* server: FastAPI's schema, made to describe what the running server does.
+
+- Authentication is declared only where it is enforced: on the API routes when keys are configured (and on
+  ``/metrics`` with ``--metrics-auth``); without keys there is no security scheme and no 401.
+- Request ``model`` fields list the names this server serves (``/v1/embeddings``: its embedding models), so a
+  schema-valid request names a model that exists and can answer it.
+
+The schema is rebuilt until every model has loaded (which models embed is known only then), then cached.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from rerankd.server.engine import Engine
+from rerankd.settings import Settings
+
+OPEN_ROUTES = ("/health", "/ready", "/metrics")
+
+
+def install_openapi(app: FastAPI, settings: Settings, engine: Engine) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        _describe_auth(schema, settings)
+        _describe_models(schema, engine)
+        _describe_limits(schema, settings)
+        if engine.state == "ready":
+            app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _operations(schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(path, op) for path, item in schema.get("paths", {}).items() for op in item.values() if "responses" in op]
+
+
+def _describe_auth(schema: dict[str, Any], settings: Settings) -> None:
+    components = schema.setdefault("components", {})
+    schemes = components.get("securitySchemes", {})
+    for path, operation in _operations(schema):
+        protected = bool(settings.api_key) and (
+            path not in OPEN_ROUTES or (path == "/metrics" and settings.metrics_auth)
+        )
+        if protected:
+            operation["security"] = [{name: []} for name in schemes] or operation.get("security", [])
+        else:
+            operation.pop("security", None)
+            operation["responses"].pop("401", None)
+    if not settings.api_key:
+        components.pop("securitySchemes", None)
+
+
+def _describe_models(schema: dict[str, Any], engine: Engine) -> None:
+    if not engine.models:
+        return
+    every = [*engine.models, *engine.routes]
+    embedders = [name for name, served in engine.models.items() if served.reranker.is_embedder]
+    embedders += [alias for alias, targets in engine.routes.items() if all(t in embedders for t, _ in targets)]
+    if not embedders:  # nothing here can answer it
+        schema.get("paths", {}).pop("/v1/embeddings", None)
+    else:
+        _describe_token_ids(schema, engine, [name for name in embedders if name in engine.models])
+    for name, component in schema.get("components", {}).get("schemas", {}).items():
+        field = component.get("properties", {}).get("model")
+        if not name.endswith("Request") or field is None:
+            continue
+        names = embedders if name == "EmbeddingRequest" else every
+        component["properties"]["model"] = {
+            "anyOf": [{"type": "string", "enum": names}, {"type": "null"}],
+            "default": None,
+            "description": "a served model or A/B alias; absent or null: the first one that can answer",
+        }
+
+
+def _describe_limits(schema: dict[str, Any], settings: Settings) -> None:
+    """This server's own bounds on request fields."""
+    for component in schema.get("components", {}).get("schemas", {}).values():
+        field = component.get("properties", {}).get("max_chunks_per_doc")
+        if field is not None:
+            for option in field.get("anyOf", [field]):
+                if option.get("type") == "integer":
+                    option["maximum"] = settings.max_chunks_per_doc
+
+
+def _describe_token_ids(schema: dict[str, Any], engine: Engine, embedders: list[str]) -> None:
+    """Token-id inputs are ids of the embedding models' vocabularies and ``dimensions`` at most their width (the
+    smallest, when several are served)."""
+    vocab = min(
+        engine.models[name].reranker.family.backend.get_vocab_size(with_added_tokens=True) for name in embedders
+    )
+    request = schema.get("components", {}).get("schemas", {}).get("EmbeddingRequest", {})
+    width = min(int(engine.models[name].reranker.embed(["width probe"]).shape[1]) for name in embedders)
+    for option in request.get("properties", {}).get("dimensions", {}).get("anyOf", []):
+        if option.get("type") == "integer":
+            option["maximum"] = width  # `dimensions` may shorten the vectors, not lengthen them
+    for option in request.get("properties", {}).get("input", {}).get("anyOf", []):
+        items = option.get("items", {})
+        for ids in (option, items):
+            if ids.get("type") == "array" and ids.get("items", {}).get("type") == "integer":
+                ids["items"] = {**ids["items"], "maximum": vocab - 1}
