@@ -56,7 +56,7 @@ def tei_options(body: s.TEIRerankRequest | s.PredictRequest) -> ScoreOptions:
 
 
 def v2_options(body: s.V2RerankRequest) -> ScoreOptions:
-    return ScoreOptions(max_tokens_per_doc=body.max_tokens_per_doc)
+    return ScoreOptions(max_tokens_per_doc=body.max_tokens_per_doc, max_chunks_per_doc=body.max_chunks_per_doc)
 
 
 def score_options(body: s.ScoreRequest) -> ScoreOptions:

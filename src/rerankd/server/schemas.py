@@ -150,13 +150,17 @@ class RelevantSpans(StrictRequest):
 
 
 class V2RerankRequest(StrictRequest):
-    """Cohere v2 rerank: exactly the fields of the Cohere SDK; anything else is a 422."""
+    """Cohere v2 rerank: the fields of the Cohere SDK, plus the two Elasticsearch's `cohere` inference service sends
+    from its task settings (``return_documents``: accepted, documents are never returned in v2;
+    ``max_chunks_per_doc``); anything else is a 422."""
 
     model: str | None = None
     query: str = _text()
     documents: list[str] = _items()
     top_n: Count | None = None
     max_tokens_per_doc: Positive | None = None
+    max_chunks_per_doc: Positive | None = None
+    return_documents: bool | None = None
     relevant_spans: RelevantSpans | None = None
     priority: WholeNumber | None = None
 
