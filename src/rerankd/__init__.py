@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from rerankd.errors import (
     DeviceUnavailable,
     InputTooLong,
@@ -13,7 +15,21 @@ from rerankd.errors import (
     RerankdError,
     UnsupportedModel,
 )
-from rerankd.reranker import ModelInfo, RankedDocument, Reranker
+
+if TYPE_CHECKING:
+    from rerankd.reranker import ModelInfo, RankedDocument, Reranker
+
+# The facade imports torch (~1.5 s): loaded on first use, so `rerankd --help` and `import rerankd.settings` stay fast.
+_LAZY = {"ModelInfo", "RankedDocument", "Reranker"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from rerankd import reranker
+
+        return getattr(reranker, name)
+    raise AttributeError(f"module 'rerankd' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"

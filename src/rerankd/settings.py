@@ -4,10 +4,11 @@ which override the defaults. Read at start-up (``Settings()``), never at import.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -17,6 +18,47 @@ if TYPE_CHECKING:
 def quantize_choice(text: str) -> str | None:
     """A quantisation setting as written by a user: ``""``, ``none`` or ``off`` mean none."""
     return None if text.strip().lower() in ("", "none", "off") else text.strip()
+
+
+# The names runtime.devices accepts, checked here without importing torch (tests keep the two lists equal), so a
+# typo fails before any model loads.
+DTYPE_NAMES = ("auto", "float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|npu|mps)(:\d+)?$")
+
+
+def dtype_choice(text: str) -> str:
+    if text.strip().lower() not in DTYPE_NAMES:
+        raise ValueError(f"unknown dtype {text!r}; use auto, float32, float16 or bfloat16")
+    return text.strip()
+
+
+def device_choice(text: str) -> str:
+    if DEVICE_PATTERN.match(text.strip().lower()) is None:
+        raise ValueError(f"unknown device {text!r}; use auto, cpu, cuda[:N], npu[:N] or mps")
+    return text.strip()
+
+
+# Settings whose command-line flag is not --<field-name>.
+FLAG_NAMES = {"request_timeout_s": "--timeout", "drain_timeout_s": "--drain-timeout", "models": "--model",
+              "routes": "--route"}  # fmt: skip
+
+
+def explain(error: ValidationError) -> str:
+    """A settings error in the user's words: the flag, its env var, the value given and the valid choices."""
+    problems = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "settings"
+        flag = FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
+        given = item.get("input")
+        if item["type"] == "literal_error":
+            choices = str((item.get("ctx") or {}).get("expected", "")).replace("'", "")
+            what = f"choose {choices}{' or none' if field == 'quantize' else ''}"
+        elif item["type"] == "value_error":
+            what = str((item.get("ctx") or {}).get("error", item["msg"]))
+        else:
+            what = item["msg"][0].lower() + item["msg"][1:]
+        problems.append(f"invalid {flag} {given!r} (env RERANKD_{field.upper()}): {what}")
+    return "; ".join(problems)
 
 
 def is_loopback(host: str) -> bool:
@@ -87,6 +129,16 @@ class Settings(BaseSettings):
     @classmethod
     def _no_quantization(cls, value: Any) -> Any:
         return quantize_choice(value) if isinstance(value, str) else value
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str) -> str:
+        return dtype_choice(value)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        return device_choice(value)
 
     @field_validator("models", "api_key", mode="before")
     @classmethod

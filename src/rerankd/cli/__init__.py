@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rerankd.cli import batch as _batch  # noqa: F401  (registers commands)
 from rerankd.cli import bench as _bench  # noqa: F401  (registers commands)
+from rerankd.cli import compare as _compare  # noqa: F401  (registers commands)
 from rerankd.cli import evaluate as _evaluate  # noqa: F401  (registers commands)
 from rerankd.cli import export as _export  # noqa: F401  (registers commands)
 from rerankd.cli import rank as _rank  # noqa: F401  (registers commands)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from rerankd.errors import RerankdError
-from rerankd.settings import Settings
+
+if TYPE_CHECKING:  # imported when used: `rerankd --help` must not pay for pydantic, let alone torch
+    from rerankd.settings import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,10 +40,21 @@ QuantizeOpt = Annotated[str | None, typer.Option(help="int8: dynamic int8 on CPU
 
 def make_settings(**flags: Any) -> Settings:
     """Settings from RERANKD_* env vars with the given command-line flags applied on top."""
+    from pydantic import ValidationError
+
+    from rerankd.settings import Settings, explain
+
     try:
-        return Settings().with_overrides(**flags)
+        settings = Settings().with_overrides(**flags)
+    except ValidationError as exc:
+        fail(explain(exc))
     except ValueError as exc:
         fail(f"invalid settings: {exc}")
+    if settings.backend == "onnx":
+        from rerankd.cli.extras import require
+
+        require("onnx", "--backend onnx")
+    return settings
 
 
 # Exit statuses: 0 success, 1 a check that ran and failed (compare, smoke), 2 a usage or input error the user can
@@ -64,12 +77,14 @@ def exit_status(error: RerankdError) -> int:
 
 
 def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {escape(message)}")
+    """One ``error:`` line on stderr (never wrapped, never read as markup), then exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
 def command(*args: Any, **kwargs: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """``app.command`` whose typed errors become one ``error:`` line and :func:`exit_status` (no traceback)."""
+    """``app.command`` whose typed errors (and imports of optional packages that are not installed) become one
+    ``error:`` line and :func:`exit_status` (no traceback)."""
 
     def register(function: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(function)
@@ -78,6 +93,13 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[P, R]], Callable[P,
                 return function(*a, **k)
             except RerankdError as exc:
                 fail(exc.message, exit_status(exc))
+            except ModuleNotFoundError as exc:  # an optional package the user did not install: name its extra
+                from rerankd.cli.extras import missing_extra
+
+                missing = missing_extra(exc)
+                if missing is None:
+                    raise
+                fail(missing.message, exit_status(missing))
 
         app.command(*args, **kwargs)(run)
         return run
@@ -91,6 +113,9 @@ def quiet_libraries() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    hub = logging.getLogger("huggingface_hub")  # has its own handler: propagating printed each warning twice
+    hub.propagate = False
+    hub.setLevel(logging.ERROR)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 

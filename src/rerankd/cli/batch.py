@@ -7,17 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
 from rerankd.cli.app import (
     BackendOpt,
@@ -36,16 +25,23 @@ from rerankd.cli.app import (
 )
 
 if TYPE_CHECKING:
+    from rich.progress import ProgressColumn
+
     from rerankd.batch import Job, JobSpec
     from rerankd.settings import Settings
 
 
-class RateColumn(ProgressColumn):
-    """Pairs per second over rich's recent window."""
+def rate_column() -> ProgressColumn:
+    """Pairs per second over rich's recent window (rich.progress is imported here: not at `rerankd --help`)."""
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
 
-    def render(self, task: Task) -> Text:
-        speed = task.speed
-        return Text(f"{speed:,.0f} pairs/s" if speed else "-- pairs/s", style="progress.data.speed")
+    class RateColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.speed
+            return Text(f"{speed:,.0f} pairs/s" if speed else "-- pairs/s", style="progress.data.speed")
+
+    return RateColumn()
 
 
 @command()
@@ -143,12 +139,21 @@ class _progress:
     exit says how many pairs this run scored (an interrupted run's pairs are never scored again)."""
 
     def __init__(self, job: Job) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self.job = job
         columns = (
             TextColumn("scoring"),
             BarColumn(),
             MofNCompleteColumn(),
-            RateColumn(),
+            rate_column(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             TimeElapsedColumn(),

@@ -6,8 +6,6 @@ import json
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
 from rerankd.bench.workloads import WORKLOADS
 from rerankd.cli.app import (
@@ -54,13 +52,17 @@ def bench(
     quantize: QuantizeOpt = None,
 ) -> None:
     """Measure load time, latency, throughput, memory, GFLOP/s vs the matmul peak, and padding waste."""
-    from rerankd.bench.run import run_bench
-
     if workload not in WORKLOADS:
         fail(f"unknown workload {workload!r}; choose from {', '.join(sorted(WORKLOADS))}")
-    quiet_libraries()
     flags = {"device": device, "dtype": dtype, "max_length": max_length, "family": family}
-    load = make_settings(**flags, backend=backend, quantize=quantize).load_options()
+    settings = make_settings(**flags, backend=backend, quantize=quantize)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
+    from rerankd.bench.run import run_bench
+
+    quiet_libraries()
+    load = settings.load_options()
     n_queries = len(WORKLOADS[workload]().queries) * runs
     columns = (TextColumn("benchmarking"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:

@@ -7,10 +7,9 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from rerankd.cli.app import (
     BackendOpt,
@@ -18,7 +17,6 @@ from rerankd.cli.app import (
     DtypeOpt,
     FamilyOpt,
     MaxLenOpt,
-    ModelOpt,
     QuantizeOpt,
     RemoteOpt,
     command,
@@ -28,11 +26,11 @@ from rerankd.cli.app import (
     make_settings,
     quiet_libraries,
 )
-from rerankd.settings import Settings
 
 if TYPE_CHECKING:
-    from rerankd.evaluation import QueryDocumentPair, StageProgress, SystemRun
+    from rerankd.evaluation import Configuration, StageProgress, SystemRun
     from rerankd.reranker import Reranker
+    from rerankd.settings import Settings
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Also write the JSON report to this file.")]
@@ -49,6 +47,8 @@ MaxQueriesOpt = Annotated[int | None, typer.Option("--max-queries", min=1, help=
 @contextmanager
 def progress_bars() -> Iterator[StageProgress]:
     """A :data:`StageProgress` that draws one rich progress bar per stage on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as bars:
         tasks: dict[str, TaskID] = {}
@@ -107,28 +107,43 @@ def _first_stage(
     return first_stage_bm25(dataset, top_k, progress)
 
 
-def _rerank_all(
-    dataset: Any,
-    first: SystemRun,
-    models: Sequence[str],
-    settings: Settings,
-    progress: StageProgress,
-    options: dict[str, Any],
-) -> list[SystemRun]:
-    """The first stage plus one re-ranked run per model spec; models are loaded one at a time.
+def load_base(settings: Settings) -> dict[str, Any]:
+    """The command's load options as ``KEY=VALUE`` bases for configurations (read without importing torch)."""
+    from rerankd.settings import LOAD_FIELDS
+
+    return {"model": settings.model, **settings.model_dump(include=set(LOAD_FIELDS))}
+
+
+def parse_model_specs(models: Sequence[str], settings: Settings) -> list[tuple[str, Configuration]]:
+    """Every ``--model`` spec parsed up front, so a bad KEY=VALUE fails before the first stage runs or a model loads.
 
     A spec is ``MODEL`` or ``MODEL;KEY=VALUE;...`` with the keys of ``rerankd compare`` (e.g.
     ``bge;backend=onnx;quantize=int8`` or ``bge;dtype=bfloat16``): its own load and call options on top of
     the command's."""
-    from rerankd.evaluation import parse_configuration, rerank_system
+    from rerankd.evaluation import parse_configuration
+
+    base = load_base(settings)
+    parsed = []
+    for spec in models:
+        model, *assignments = [part.strip() for part in spec.split(";")]
+        parsed.append((spec, parse_configuration(spec, {**base, "model": model}, [a for a in assignments if a])))
+    return parsed
+
+
+def _rerank_all(
+    dataset: Any,
+    first: SystemRun,
+    configurations: Sequence[tuple[str, Configuration]],
+    progress: StageProgress,
+    options: dict[str, Any],
+) -> list[SystemRun]:
+    """The first stage plus one re-ranked run per model spec; models are loaded one at a time."""
+    from rerankd.evaluation import rerank_system
     from rerankd.evaluation.configurations import load_configuration
     from rerankd.evaluation.quality import unique_name
 
-    base = settings.load_options().flat()
     systems = [first]
-    for spec in models:
-        model, *assignments = [part.strip() for part in spec.split(";")]
-        config = parse_configuration(spec, {**base, "model": model}, [a for a in assignments if a])
+    for spec, config in configurations:
         reranker = load_configuration(config, progress)
         name = unique_name(spec, [s.name for s in systems])
         call = {**options, **config.call}
@@ -146,7 +161,9 @@ def eval_command(
             "--model", "-m", help="Re-ranker to evaluate (repeat for A/B); MODEL;KEY=VALUE;... sets its own options."
         ),
     ] = None,
-    first_stage_only: Annotated[bool, typer.Option(help="Evaluate the first stage alone.")] = False,
+    first_stage_only: Annotated[
+        bool, typer.Option("--first-stage-only", help="Evaluate the first stage alone.")
+    ] = False,
     run: Annotated[Path | None, typer.Option(help="First stage from a TREC run file instead of BM25.")] = None,
     retriever: Annotated[str | None, typer.Option(help="First stage from this bi-encoder instead of BM25.")] = None,
     split: SplitOpt = "test",
@@ -189,14 +206,14 @@ def eval_command(
         backend=backend,
         quantize=quantize,
     )
-    chosen = [] if first_stage_only else (models or [settings.model])
+    chosen = parse_model_specs([] if first_stage_only else (models or [settings.model]), settings)
     quiet_libraries()
     quiet_bm25s()
     dataset = load_beir(dataset_dir, split, max_queries)
     with progress_bars() as progress:
         first = _first_stage(dataset, run, retriever, settings, top_k, progress)
         options = {"top_k": top_k, "instruction": instruction, "cutoff_layers": cutoff_layers}
-        systems = _rerank_all(dataset, first, chosen, settings, progress, options)
+        systems = _rerank_all(dataset, first, chosen, progress, options)
     report = build_quality_report(
         dataset,
         systems,
@@ -216,117 +233,6 @@ def eval_command(
         console.print(quality_table(report))
         if report.comparisons:
             console.print(comparison_table(report))
-
-
-def _compare_inputs(
-    dataset_dir: Path | None, pairs_file: Path | None, split: str, max_queries: int, per_query: int
-) -> list[QueryDocumentPair]:
-    """Pairs from a BEIR folder (each query with its BM25 top ``per_query``), a JSONL file, or the built-in set."""
-    from rerankd.evaluation import (
-        QueryDocumentPair,
-        bm25_first_stage,
-        default_compare_pairs,
-        load_beir,
-        load_pairs_jsonl,
-        ranked_documents,
-    )
-
-    if dataset_dir is not None and pairs_file is not None:
-        fail("give either --dataset or --pairs, not both")
-    if pairs_file is not None:
-        return load_pairs_jsonl(pairs_file)
-    if dataset_dir is None:
-        return default_compare_pairs()
-    dataset = load_beir(dataset_dir, split, max_queries)
-    run = bm25_first_stage(dataset, per_query)
-    return [
-        QueryDocumentPair(dataset.queries[qid], dataset.corpus[docid])
-        for qid, scores in run.items()
-        for docid in ranked_documents(scores)
-    ]
-
-
-@command()
-def compare(
-    config_a: Annotated[list[str] | None, typer.Option("--a", help="Configuration A: KEY=VALUE (repeat).")] = None,
-    config_b: Annotated[list[str] | None, typer.Option("--b", help="Configuration B: KEY=VALUE (repeat).")] = None,
-    dataset_dir: Annotated[Path | None, typer.Option("--dataset", help="BEIR folder: queries x BM25 top docs.")] = None,
-    pairs_file: Annotated[Path | None, typer.Option("--pairs", help='JSONL of {"query", "document"}.')] = None,
-    split: SplitOpt = "test",
-    max_queries: Annotated[int, typer.Option("--max-queries", min=1, help="Queries taken from --dataset.")] = 50,
-    per_query: Annotated[int, typer.Option("--per-query", min=1, help="BM25 documents per --dataset query.")] = 10,
-    embeddings: Annotated[bool, typer.Option(help="Compare embeddings (bi-encoders) instead of scores.")] = False,
-    min_cosine: Annotated[float, typer.Option(help="PASS needs cosine above this.")] = 0.99,
-    max_rel_error: Annotated[float, typer.Option(help="PASS needs mean relative error below this (0.01 = 1%).")] = 0.01,
-    rel_error_on: Annotated[str, typer.Option(help="Relative error for PASS on 'all' or 'active' values.")] = "all",
-    active_floor: Annotated[float, typer.Option(help="Active values: |A| above this.")] = 1e-3,
-    min_spearman: Annotated[float | None, typer.Option(help="Optional: PASS needs Spearman above this.")] = None,
-    min_overlap: Annotated[float | None, typer.Option(help="Optional: PASS needs top-k overlap above this.")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="k of the top-k overlap.")] = 3,
-    as_json: JsonOpt = False,
-    output: OutputOpt = None,
-    plot: PlotOpt = None,
-    model: ModelOpt = None,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-    max_length: MaxLenOpt = None,
-    batch_tokens: BatchTokensOpt = None,
-    family: FamilyOpt = None,
-    trust_remote_code: RemoteOpt = None,
-    backend: BackendOpt = None,
-    quantize: QuantizeOpt = None,
-) -> None:
-    """Precision of one configuration of a model against another (device, dtype, batch size, ...).
-
-    Example: --a dtype=float32 --b dtype=bfloat16. Reports cosine, MAE, RMSE, relative error, rank agreement.
-
-    PASS needs cosine > 0.99 and mean relative error < 1% (by default). Exits 1 on FAIL.
-    """
-    from rerankd.evaluation import Thresholds, compare_configurations, parse_configuration
-    from rerankd.evaluation.plots import plot_precision
-    from rerankd.evaluation.tables import precision_inputs_table, precision_summary_table
-
-    settings = make_settings(
-        model=model,
-        device=device,
-        dtype=dtype,
-        max_length=max_length,
-        batch_tokens=batch_tokens,
-        family=family,
-        trust_remote_code=trust_remote_code,
-        backend=backend,
-        quantize=quantize,
-    )
-    if rel_error_on not in ("all", "active"):
-        fail("--rel-error-on must be 'all' or 'active'")
-    basis = cast(Literal["all", "active"], rel_error_on)
-    thresholds = Thresholds(min_cosine, max_rel_error, basis, active_floor, min_spearman, min_overlap)
-    base = {"model": settings.model, **settings.load_options().flat()}
-    quiet_libraries()
-    quiet_bm25s()
-    configs = [
-        parse_configuration(f"{name}: {', '.join(items)}" if items else name, base, items or [])
-        for name, items in (("A", config_a), ("B", config_b))
-    ]
-    pairs = _compare_inputs(dataset_dir, pairs_file, split, max_queries, per_query)
-    with progress_bars() as progress:
-        report = compare_configurations(
-            configs[0],
-            configs[1],
-            pairs,
-            embeddings=embeddings,
-            thresholds=thresholds,
-            top_k=top_k,
-            progress=progress,
-        )
-    if plot is not None:
-        plot_precision(report, plot)
-    emit_report(report.to_dict(), as_json, output)
-    if not as_json:
-        console.print(precision_inputs_table(report))
-        console.print(precision_summary_table(report))
-    if not report.passed:
-        raise typer.Exit(1)
 
 
 @command()

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from rerankd.cli.app import FamilyOpt, RemoteOpt, command, console, err_console, fail, quiet_libraries
+from rerankd.cli.extras import require
 
 
 @command()
@@ -24,12 +24,15 @@ def export(
     trust_remote_code: RemoteOpt = None,
 ) -> None:
     """Export a cross-encoder or bi-encoder so it loads with backend="onnx" (no torch weights needed)."""
+    from rich.table import Table
+
     from rerankd.export import export_onnx
 
     if not onnx:
         fail("choose an export format: --onnx")
     if quantize not in (None, "int8"):
         fail(f"unknown --quantize {quantize!r}; the only choice is int8")
+    require("onnx", "rerankd export --onnx")
     quiet_libraries()
     with err_console.status(f"exporting {model} ..."):
         report = export_onnx(

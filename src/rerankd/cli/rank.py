@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from rerankd.cli.app import (
     BackendOpt,
@@ -38,6 +36,8 @@ def read_documents(source: str) -> list[str]:
         is_jsonl = bool(lines) and lines[0].lstrip().startswith(("{", '"'))
     else:
         path = Path(source)
+        if path.is_dir():
+            fail(f"--docs {source} is a folder; give a file (.txt: one document per line, .jsonl) or - for stdin")
         if not path.is_file():
             fail(f"no such documents file: {source}")
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -105,6 +105,8 @@ def rank(
         }
         console.print_json(json.dumps(payload, ensure_ascii=False))
         return
+    from rich.table import Table
+
     table = Table(title=f"{query!r} - {reranker.info.name} ({reranker.info.family}, {reranker.info.dtype})")
     table.add_column("rank", justify="right")
     table.add_column("index", justify="right")
@@ -118,6 +120,8 @@ def rank(
 def _rank_with_progress(reranker, query, documents, top_n, instruction):  # type: ignore[no-untyped-def]
     if len(documents) < PROGRESS_THRESHOLD:
         return reranker.rank(query, documents, top_n, instruction=instruction)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task("score", total=len(documents))
@@ -127,7 +131,9 @@ def _rank_with_progress(reranker, query, documents, top_n, instruction):  # type
 @command()
 def models() -> None:
     """List the supported model families and how each is detected."""
-    from rerankd.registry import families
+    from rich.table import Table
+
+    from rerankd.cli.catalogue import family_rows
 
     table = Table(title="rerankd model families (tried in this order)")
     table.add_column("family")
@@ -135,8 +141,7 @@ def models() -> None:
     table.add_column("what it is / score meaning", overflow="fold")
     table.add_column("can", overflow="fold")
     table.add_column("published ids", overflow="fold")
-    for spec in families():
-        can = ", ".join(spec.capabilities.names()) or "-"
-        table.add_row(spec.name, spec.detection, spec.summary, can, ", ".join(spec.known_ids) or "-")
+    for row in family_rows():
+        table.add_row(row.name, row.detection, row.summary, ", ".join(row.can) or "-", ", ".join(row.known_ids) or "-")
     console.print(table)
     console.print("Override detection with --family NAME (library: family=NAME).")

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from rerankd.cli.app import (
     BackendOpt,
@@ -63,6 +61,8 @@ def index_command(
     """Build or update a search index: add new documents, replace those whose id exists, delete --delete ids.
 
     Writes are atomic: until the command finishes, readers (and a crash) see the previous index."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     from rerankd.pipeline import FieldMap, IndexConfig, IndexWriter, read_corpus
 
     if corpus is None and delete is None:
@@ -151,6 +151,8 @@ def search_command(
     if as_json:
         console.print_json(json.dumps(results.to_dict(), ensure_ascii=False))
         return
+    from rich.table import Table
+
     timings = ", ".join(f"{name} {ms:.1f} ms" for name, ms in results.timings_ms.items())
     table = Table(title=f"{query!r} - {retriever} top {k} -> {results.model or 'no reranker'} ({timings})")
     for column in ("rank", "id", "score", "first stage (rank)", "title", "text"):

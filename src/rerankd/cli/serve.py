@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +22,9 @@ from rerankd.cli.app import (
     fail,
     make_settings,
 )
+
+if TYPE_CHECKING:
+    from rerankd.settings import Settings
 
 ListOpt = list[str] | None
 
@@ -104,6 +108,7 @@ def serve(
         from rerankd.distributed.serve import serve_on_ray
 
         return serve_on_ray(settings, ray)
+    _check_environment(settings)
     from rerankd.cli.app import quiet_libraries
     from rerankd.server import create_app
     from rerankd.server.logs import configure_logging
@@ -125,3 +130,32 @@ def serve(
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def _check_environment(settings: Settings) -> None:
+    """What would stop the server once its models have loaded, checked before they load: the packages its
+    options need and a port someone else listens on."""
+    from rerankd.cli.extras import require
+
+    require("server", "rerankd serve")
+    if settings.cache.startswith(("redis://", "rediss://", "unix://")):
+        require("server", f"--cache {settings.cache}", modules=("redis",))
+    if settings.index:
+        require("search", "--index", modules=("tantivy",))
+    if settings.port != 0:
+        _check_port(settings.host, settings.port)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Bind (and release) ``host:port`` as uvicorn will (``SO_REUSEADDR``): fails only if something listens there."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror}")
+    for family, kind, proto, _, address in infos[:1]:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                fail(f"cannot listen on {host}:{port}: {exc.strerror} (is another server running there?)", 3)

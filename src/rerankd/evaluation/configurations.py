@@ -19,7 +19,7 @@ from rerankd.errors import InvalidInput
 from rerankd.evaluation.datasets import QueryDocumentPair
 from rerankd.evaluation.precision import PrecisionReport, Thresholds, compare_outputs
 from rerankd.evaluation.progress import StageProgress, stage_counter
-from rerankd.settings import quantize_choice
+from rerankd.settings import device_choice, dtype_choice, quantize_choice
 
 if TYPE_CHECKING:
     from rerankd.reranker import Reranker
@@ -40,14 +40,26 @@ def _to_layers(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.replace("+", ",").split(",") if part.strip())
 
 
+def _one_of(*choices: str | None) -> Callable[[str], Any]:
+    """A converter accepting only ``choices`` (``None`` written as none/off/empty), so a typo fails before loading."""
+
+    def convert(text: str) -> str | None:
+        value = quantize_choice(text) if None in choices else text.strip()
+        if value not in choices:
+            raise ValueError(f"choose {' or '.join(str(c).lower() for c in choices)}")
+        return value
+
+    return convert
+
+
 LOAD_KEYS: dict[str, Callable[[str], Any]] = {
     "model": str,
-    "device": str,
-    "dtype": str,
+    "device": device_choice,
+    "dtype": dtype_choice,
     "family": str,
     "max_length": int,
     "query_max_length": int,
-    "truncation": str,
+    "truncation": _one_of("flag", "longest_first"),
     "pooling": str,
     "query_instruction": str,
     "normalize": _to_bool,
@@ -57,8 +69,8 @@ LOAD_KEYS: dict[str, Callable[[str], Any]] = {
     "trust_remote_code": _to_bool,
     "source": str,
     "revision": str,
-    "backend": str,
-    "quantize": quantize_choice,
+    "backend": _one_of("torch", "onnx"),
+    "quantize": _one_of("int8", None),
     "dtype_guard": _to_bool,
     "prefix_sharing": _to_bool,
 }

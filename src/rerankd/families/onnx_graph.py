@@ -9,6 +9,7 @@ no onnxscript needed), traced on a padded sample batch so the attention mask is 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
@@ -59,6 +60,8 @@ def sample_inputs(input_names: Sequence[str]) -> tuple[torch.Tensor, ...]:
 
 def export_model(model: torch.nn.Module, path: Path, input_names: Sequence[str], output: OutputName) -> Path:
     """Write ``model`` (float32, CPU) as an ONNX graph at ``path``; returns ``path``."""
+    if importlib.util.find_spec("onnx") is None:  # torch's exporter would fail deep inside with a traceback
+        raise MissingDependency("exporting an ONNX graph needs the onnx package: pip install 'rerankd[onnx]'")
     parameter = next(model.parameters())
     if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
         raise ValueError(f"export needs a float32 CPU model, got {parameter.dtype} on {parameter.device}")
