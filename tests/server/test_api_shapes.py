@@ -4,6 +4,7 @@ against the offline library on the same weights."""
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -155,6 +156,23 @@ def test_models_health_ready_metrics_docs(main_server: RunningServer) -> None:
         paths = client.get("/openapi.json").json()["paths"]
         for route in ("/rerank", "/v1/rerank", "/v2/rerank", "/score", "/v1/score", "/predict", "/v1/embeddings"):
             assert route in paths
+
+
+def test_docs_work_offline_and_are_counted_by_route(main_server: RunningServer) -> None:
+    """/docs and /redoc load their scripts from this server (no CDN), and docs requests are labelled in /metrics."""
+    with main_server.client() as client:
+        page = client.get("/docs").text
+        redoc = client.get("/redoc").text
+        assets = [src for src in re.findall(r'(?:src|href)="([^"]+)"', page + redoc) if not src.startswith("data:")]
+        assert assets and all(src.startswith("/static/docs/") for src in assets), assets
+        for src in assets:
+            fetched = client.get(src)
+            assert fetched.status_code == 200 and len(fetched.content) > 1000, src
+        assert client.get("/openapi.json").status_code == 200
+        metrics = client.get("/metrics").text
+    assert "cdn" not in (page + redoc).lower() and "googleapis" not in redoc
+    for route in ("/docs", "/redoc", "/openapi.json"):
+        assert f'rerankd_requests_total{{route="{route}",status="200"}}' in metrics, route
 
 
 def test_ab_route_names_the_chosen_model(main_server: RunningServer, bert: Reranker, xlmr: Reranker) -> None:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from rerankd.reranker import Reranker
 from rerankd.server.cache import CacheCollector, ScoreCache, make_cache
+from rerankd.server.docs import install_docs
 from rerankd.server.engine import Engine
 from rerankd.server.errors import install_error_handlers
 from rerankd.server.metrics import Metrics
@@ -48,13 +49,22 @@ def create_app(
 
     from rerankd import __version__
 
-    app = FastAPI(title="rerankd", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="rerankd",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.metrics = metrics
     app.state.started_at = time.time()
     install_error_handlers(app)
     install_openapi(app, settings, engine)
+    install_docs(app)
     app.include_router(ops)
     app.include_router(api)
     if settings.index:  # POST /v1/search over an embedded search index (rerankd.pipeline)

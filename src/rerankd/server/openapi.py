@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 
 from rerankd.server.engine import Engine
 from rerankd.settings import Settings
@@ -34,6 +35,10 @@ def install_openapi(app: FastAPI, settings: Settings, engine: Engine) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def schema_json() -> JSONResponse:  # an ordinary route: labelled like every other one in /metrics
+        return JSONResponse(app.openapi())
 
 
 def _operations(schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

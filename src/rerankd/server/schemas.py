@@ -151,8 +151,8 @@ class RelevantSpans(StrictRequest):
 
 class V2RerankRequest(StrictRequest):
     """Cohere v2 rerank: the fields of the Cohere SDK, plus the two Elasticsearch's `cohere` inference service sends
-    from its task settings (``return_documents``: accepted, documents are never returned in v2;
-    ``max_chunks_per_doc``); anything else is a 422."""
+    from its task settings (``return_documents: false``, which v2 does anyway — ``true`` is a 422, v2 never returns
+    documents — and ``max_chunks_per_doc``); anything else is a 422."""
 
     model: str | None = None
     query: str = _text()
@@ -160,7 +160,7 @@ class V2RerankRequest(StrictRequest):
     top_n: Count | None = None
     max_tokens_per_doc: Positive | None = None
     max_chunks_per_doc: Positive | None = None
-    return_documents: bool | None = None
+    return_documents: Literal[False] | None = None
     relevant_spans: RelevantSpans | None = None
     priority: WholeNumber | None = None
 
