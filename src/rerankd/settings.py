@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     require_api_key: bool = Field(
         default=False, description="refuse to start without --api-key (the container image sets it)"
     )
+    admin_key: Listed = Field(default=(), repr=False, description="Bearer keys of the admin API (none: no admin API)")
+    state_file: str | None = Field(default=None, description="where live traffic changes persist across restarts")
+    feedback_ttl_s: float = Field(default=3600.0, gt=0, description="how long a served ranking accepts feedback")
+    feedback_k: int = Field(default=10, ge=1, description="the cutoff k of online MRR@k, NDCG@k and CTR@k")
     allow_unauthenticated: bool = Field(
         default=False, description="serve without an API key even where require_api_key is set or the bind is public"
     )
@@ -140,7 +144,7 @@ class Settings(BaseSettings):
     def _known_device(cls, value: str) -> str:
         return device_choice(value)
 
-    @field_validator("models", "api_key", mode="before")
+    @field_validator("models", "api_key", "admin_key", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value

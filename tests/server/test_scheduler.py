@@ -260,3 +260,41 @@ def test_out_of_memory_splits_the_batch_once_then_fails_only_that_request_with_a
         await scheduler.close()
 
     asyncio.run(main())
+
+
+def test_sheddable_work_waits_its_turn_and_gives_its_room_up() -> None:
+    """Shadow-style optional work: admitted only up to half the queue, computed only when nothing else waits,
+    and failed (Overloaded) when a served request needs its room."""
+
+    async def main() -> None:
+        forward = RecordingForward(delay=0.01)
+        scheduler = await started(forward, config(max_tokens=8 * 8, max_batch=8, max_queued_items=20))
+        blocker = asyncio.create_task(scheduler.submit(items(1, 8), "k"))  # keeps the worker busy first
+        await asyncio.sleep(0.005)
+        with pytest.raises(Overloaded):
+            await scheduler.submit(items(500, 11), "k", sheddable=True)  # over half the queue
+        optional = asyncio.create_task(scheduler.submit(items(600, 9), "k", sheddable=True))
+        await asyncio.sleep(0)
+        served = asyncio.create_task(scheduler.submit(items(700, 8), "k"))  # fits next to the optional work
+        assert (await served)[:, 0].tolist() == expected(items(700, 8))
+        assert (await optional)[:, 0].tolist() == expected(items(600, 9))
+        served_done = max(n for n, (ids, _) in enumerate(forward.batches) if any(700 <= i for i in ids))
+        first_optional = min(n for n, (ids, _) in enumerate(forward.batches) if any(600 <= i < 700 for i in ids))
+        assert first_optional > served_done  # the served request went first although it arrived later
+        await blocker
+
+        slow = RecordingForward(delay=0.05)
+        scheduler2 = await started(slow, config(max_tokens=8 * 8, max_batch=8, max_queued_items=20))
+        busy = asyncio.create_task(scheduler2.submit(items(1, 8), "k"))
+        await asyncio.sleep(0.005)
+        shed = asyncio.create_task(scheduler2.submit(items(600, 9), "k", sheddable=True))
+        await asyncio.sleep(0)
+        needs_room = await scheduler2.submit(items(800, 15), "k")  # 9 + 15 > 20: the optional work is shed
+        assert needs_room.shape == (15, 1)
+        with pytest.raises(Overloaded, match="shed"):
+            await shed
+        await busy
+        await scheduler.close()
+        await scheduler2.close()
+
+    asyncio.run(main())

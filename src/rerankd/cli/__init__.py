@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rerankd.cli import admin as _admin  # noqa: F401  (registers commands)
 from rerankd.cli import batch as _batch  # noqa: F401  (registers commands)
 from rerankd.cli import bench as _bench  # noqa: F401  (registers commands)
 from rerankd.cli import compare as _compare  # noqa: F401  (registers commands)

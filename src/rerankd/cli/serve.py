@@ -44,6 +44,12 @@ def serve(
         ListOpt,
         typer.Option("--api-key", help="Accepted Bearer key; repeatable (env RERANKD_API_KEY)."),
     ] = None,
+    admin_key: Annotated[
+        ListOpt, typer.Option("--admin-key", help="Key of the admin API (/admin/*); repeatable. None: no admin API.")
+    ] = None,
+    state_file: Annotated[
+        str | None, typer.Option(help="File that keeps admin changes (routes, models, shadows) across restarts.")
+    ] = None,
     allow_unauthenticated: Annotated[
         bool | None,
         typer.Option("--allow-unauthenticated", help="Serve without an API key where one is required or expected."),
@@ -78,6 +84,8 @@ def serve(
         host=host,
         port=port,
         api_key=api_key or None,
+        admin_key=admin_key or None,
+        state_file=state_file,
         allow_unauthenticated=allow_unauthenticated,
         cache=cache,
         cache_size=cache_size,

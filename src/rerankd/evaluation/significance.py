@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -114,4 +115,95 @@ def compare_paired(
         p_randomisation=randomisation_test(differences, resamples, seed),
         p_ttest=paired_t_test(a, b),
         alpha=alpha,
+    )
+
+
+@dataclass(frozen=True)
+class GroupComparison:
+    """Two independent groups (e.g. the arms of an online A/B split: each event was served by one arm only).
+
+    ``p_randomisation`` is a two-sided permutation test of equal means (labels shuffled between the groups);
+    ``p_welch`` Welch's t-test. ``needed_per_group`` is how many events each group would need for 80% power at
+    ``alpha`` to detect the observed difference (two-sample normal approximation; None when it is zero)."""
+
+    baseline: str
+    candidate: str
+    measure: str
+    n_baseline: int
+    n_candidate: int
+    baseline_mean: float
+    candidate_mean: float
+    delta: float
+    p_randomisation: float
+    p_welch: float
+    alpha: float
+    needed_per_group: int | None
+
+    @property
+    def significant(self) -> bool:
+        return self.p_randomisation < self.alpha
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "significant": self.significant}
+
+
+def permutation_test(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, seed: int = 0) -> float:
+    """Two-sided permutation test of mean(b) == mean(a) for independent samples (Monte Carlo, reproducible)."""
+    if len(a) == 0 or len(b) == 0:
+        return 1.0
+    observed = abs(float(b.mean() - a.mean()))
+    if observed <= TIE_TOLERANCE:
+        return 1.0
+    pooled = np.concatenate([a, b])
+    rng = np.random.default_rng(seed)
+    hits = 0
+    chunk = max(1, min(RESAMPLE_CHUNK, 2_000_000 // len(pooled)))  # bounded memory whatever the group sizes
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        shuffled = rng.permuted(np.broadcast_to(pooled, (size, len(pooled))), axis=1)
+        diffs = np.abs(shuffled[:, len(a) :].mean(axis=1) - shuffled[:, : len(a)].mean(axis=1))
+        hits += int(np.sum(diffs >= observed - TIE_TOLERANCE))
+    return (hits + 1) / (resamples + 1)
+
+
+def events_needed(a: np.ndarray, b: np.ndarray, alpha: float = 0.05, power: float = 0.8) -> int | None:
+    """Events per group to detect the observed mean difference with ``power`` (two-sided, normal approximation)."""
+    stats = import_eval_module("scipy.stats", "the power calculation")
+    delta = abs(float(b.mean() - a.mean())) if len(a) and len(b) else 0.0
+    variance = (float(a.var(ddof=1)) if len(a) > 1 else 0.0) + (float(b.var(ddof=1)) if len(b) > 1 else 0.0)
+    if delta <= TIE_TOLERANCE:
+        return None
+    z = float(stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))
+    return max(2, math.ceil(z * z * variance / (delta * delta)))
+
+
+def compare_groups(
+    baseline: tuple[str, np.ndarray],
+    candidate: tuple[str, np.ndarray],
+    measure: str,
+    *,
+    resamples: int = 10_000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> GroupComparison:
+    (base_name, a), (cand_name, b) = baseline, candidate
+    stats = import_eval_module("scipy.stats", "Welch's t-test")
+    p_welch = 1.0
+    if len(a) > 1 and len(b) > 1 and (a.var() > 0 or b.var() > 0):
+        with warnings.catch_warnings():  # one constant group (e.g. every event a first-rank click) is valid data
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p_welch = float(stats.ttest_ind(b, a, equal_var=False).pvalue)
+    return GroupComparison(
+        baseline=base_name,
+        candidate=cand_name,
+        measure=measure,
+        n_baseline=len(a),
+        n_candidate=len(b),
+        baseline_mean=float(a.mean()) if len(a) else 0.0,
+        candidate_mean=float(b.mean()) if len(b) else 0.0,
+        delta=float(b.mean() - a.mean()) if len(a) and len(b) else 0.0,
+        p_randomisation=permutation_test(a, b, resamples, seed),
+        p_welch=1.0 if math.isnan(p_welch) else p_welch,
+        alpha=alpha,
+        needed_per_group=events_needed(a, b, alpha),
     )

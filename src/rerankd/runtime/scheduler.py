@@ -83,6 +83,7 @@ class _Ticket:
     parts: list[tuple[list[int], torch.Tensor]] = field(default_factory=list)
     served: bool = False  # some of its items went into a pool
     finished: bool = False
+    sheddable: bool = False  # optional work (shadow scoring): dropped first when the queue is needed
 
     @property
     def remaining(self) -> int:
@@ -138,17 +139,26 @@ class Scheduler:
         self._task = asyncio.get_running_loop().create_task(self._dispatch(), name=f"rerankd-scheduler-{self.name}")
 
     async def submit(
-        self, items: Sequence[Encoded], key: BatchKey, *, priority: int = 0, timeout_s: float | None = None
+        self,
+        items: Sequence[Encoded],
+        key: BatchKey,
+        *,
+        priority: int = 0,
+        timeout_s: float | None = None,
+        sheddable: bool = False,
     ) -> torch.Tensor:
-        """Raw forward outputs for ``items``, in their order. Cancelling the caller drops the queued items."""
+        """Raw forward outputs for ``items``, in their order. Cancelling the caller drops the queued items.
+
+        ``sheddable`` work (shadow scoring) is only admitted while the queue is at most half full, and is failed
+        with :class:`Overloaded` whenever the room it takes is needed by a request that is not sheddable."""
         if self._closing or self._task is None:
             raise NotReady("the server is shutting down" if self._closing else "the scheduler is not running")
         if not items:
             return torch.empty(0)
         tokens = sum(len(item) for item in items)
-        self._admit(len(items), tokens)
+        self._admit(len(items), tokens, sheddable)
         loop = asyncio.get_running_loop()
-        ticket = _Ticket(items, key, priority, time.monotonic(), loop.create_future())
+        ticket = _Ticket(items, key, priority, time.monotonic(), loop.create_future(), sheddable=sheddable)
         ticket.order = sorted(range(len(items)), key=lambda i: -len(items[i]))
         self._tickets.append(ticket)
         self._open.add(ticket)
@@ -184,10 +194,18 @@ class Scheduler:
         self._executor.shutdown(wait=False)
 
     # ------------------------------------------------------------------ queue bookkeeping
-    def _admit(self, n: int, tokens: int) -> None:
+    def _admit(self, n: int, tokens: int, sheddable: bool = False) -> None:
         """Refuse a request larger than the whole queue (413: retrying cannot help) or one that does not fit
-        next to the work already queued (429 with Retry-After), counting model inputs and tokens."""
+        next to the work already queued (429 with Retry-After), counting model inputs and tokens. Sheddable work
+        is refused past half the queue, and gives its room up to other work."""
         items_limit, tokens_limit = self.config.max_queued_items, self.config.max_queued_tokens
+        if sheddable:
+            if self._queued + n > items_limit // 2 or self._queued_tokens + tokens > tokens_limit // 2:
+                self._observer.rejected("shed")
+                raise Overloaded("shed: optional work is only queued while the queue is less than half full")
+            return
+        if self._queued + n > items_limit or self._queued_tokens + tokens > tokens_limit:
+            self._shed(self._queued + n - items_limit, self._queued_tokens + tokens - tokens_limit)
         if n > items_limit or tokens > tokens_limit:
             self._observer.rejected("too_large")
             raise PayloadTooLarge(
@@ -202,6 +220,16 @@ class Scheduler:
                 f"tokens waiting, limits {items_limit} and {tokens_limit}); retry later",
                 retry_after_s=self.config.retry_after_s,
             )
+
+    def _shed(self, items: int, tokens: int) -> None:
+        """Fail waiting sheddable tickets, newest first, until ``items`` and ``tokens`` of room are free."""
+        for ticket in sorted((t for t in self._tickets if t.sheddable), key=lambda t: -t.arrival):
+            if items <= 0 and tokens <= 0:
+                return
+            items -= ticket.remaining
+            tokens -= sum(len(ticket.items[i]) for i in ticket.order[ticket.taken :])
+            self._observer.rejected("shed")
+            self._fail([ticket], Overloaded("shed: the queue was needed by served requests"))
 
     def _drop(self, ticket: _Ticket) -> None:
         """Forget a ticket whose caller is gone: its undispatched items never run."""
@@ -244,8 +272,9 @@ class Scheduler:
                 self._update_idle()
 
     def _next_key(self) -> BatchKey:
-        keys = {t.key for t in self._tickets}
-        candidates = self._tickets if len(keys) == 1 else [t for t in self._tickets if t.key != self._last_key]
+        pending = [t for t in self._tickets if not t.sheddable] or self._tickets  # optional work waits its turn
+        keys = {t.key for t in pending}
+        candidates = pending if len(keys) == 1 else [t for t in pending if t.key != self._last_key]
         first = min(candidates, key=lambda t: (t.priority, t.arrival))
         self._last_key = first.key
         return first.key
@@ -254,6 +283,8 @@ class Scheduler:
         """Items for the next forward passes: one token budget's worth, fairly shared between tickets."""
         key = self._next_key()
         group = sorted((t for t in self._tickets if t.key == key), key=lambda t: (t.priority, t.remaining, t.arrival))
+        if any(not t.sheddable for t in group):  # optional work runs only in pools nobody else needs
+            group = [t for t in group if not t.sheddable]
         oldest = min(group, key=lambda t: t.arrival)
         budget, multiple = self.config.budget, self._worker.limits.pad_to_multiple_of
         pool: list[Member] = []

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from rerankd.reranker import Reranker
+from rerankd.server.admin.routes import admin, feedback
 from rerankd.server.cache import CacheCollector, ScoreCache, make_cache
 from rerankd.server.docs import install_docs
 from rerankd.server.engine import Engine
@@ -67,6 +68,8 @@ def create_app(
     install_docs(app)
     app.include_router(ops)
     app.include_router(api)
+    app.include_router(feedback)
+    app.include_router(admin)
     if settings.index:  # POST /v1/search over an embedded search index (rerankd.pipeline)
         from rerankd.pipeline.http import attach_search
 

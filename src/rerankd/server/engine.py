@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -24,6 +23,8 @@ from rerankd.errors import DeadlineExceeded, InvalidInput, ModelNotFound, NotRea
 from rerankd.jobs import Budget, ScoreOptions, ScoringJob, describe_cut, primary_score
 from rerankd.reranker import Reranker
 from rerankd.runtime.scheduler import Scheduler, SchedulerConfig
+from rerankd.server.admin.feedback import FeedbackBook, ServedStore
+from rerankd.server.admin.traffic import Traffic
 from rerankd.server.cache import CachedScore, NoCache, ScoreCache, score_key, settings_digest
 from rerankd.server.deadlines import Deadline, in_thread
 from rerankd.server.metrics import Metrics
@@ -77,29 +78,49 @@ class Engine:
         self.cache: ScoreCache = cache if cache is not None else NoCache()
         self.preloaded = preloaded
         names = list(preloaded) if preloaded else [name for name, _ in settings.served_models()]
-        self.routes = settings.parsed_routes(names)
+        self.traffic = Traffic(settings.parsed_routes(names), settings.state_file)
         self.models: dict[str, ServedModel] = {}
+        self.loading: dict[str, str] = {}  # models being added at run time -> "loading" or the failure
+        self.served_rankings = ServedStore(ttl_s=settings.feedback_ttl_s)
+        self.feedback = FeedbackBook()
+        self.background: set[asyncio.Task[None]] = set()  # shadow scorings in flight
         self.state: State = "loading"
         self.failure: str | None = None
+
+    @property
+    def routes(self) -> dict[str, list[tuple[str, float]]]:
+        return self.traffic.routes
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Load every model (off the event loop) and start its scheduler; failures leave the state "failed"."""
+        restored = self.traffic.load()
         try:
-            if self.preloaded:
-                for name, reranker in self.preloaded.items():
-                    self._serve(name, reranker)
-            else:
-                options = self.settings.load_options()
-                for name, path in self.settings.served_models():
-                    reranker = await asyncio.to_thread(Reranker.from_pretrained, path, options)
-                    self._serve(name, reranker)
+            await self._load_models()
         except Exception:  # any load failure: the server stays up to say so on /ready and /health
             logger.exception("model loading failed")
             self.state, self.failure = "failed", "model loading failed; the server log has the details"
             return
+        if restored:
+            self._prune_routes()
+        self.metrics.set_route_weights(self.routes)
         self.state = "ready"
         logger.info("ready: serving %s", ", ".join(self.models))
+
+    async def _load_models(self) -> None:
+        """The start-up models (less those removed through the admin API) and those added through it."""
+        options = self.settings.load_options()
+        if self.preloaded:
+            wanted: list[tuple[str, str | Reranker]] = list(self.preloaded.items())
+        else:
+            wanted = list(self.settings.served_models())
+        wanted += list(self.traffic.added_models.items())
+        for name, source in wanted:
+            if name in self.traffic.removed_models:
+                continue
+            if isinstance(source, str):
+                source = await asyncio.to_thread(Reranker.from_pretrained, source, options)
+            self.serve_model(name, source)
 
     async def drain(self) -> None:
         """Refuse new work (503 ``shutting down``), let queued work finish for up to ``drain_timeout_s``, then
@@ -108,10 +129,27 @@ class Engine:
         await asyncio.gather(*(m.scheduler.close(self.settings.drain_timeout_s) for m in self.models.values()))
 
     async def stop(self) -> None:
+        for task in list(self.background):
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
         await self.drain()
         await self.cache.close()
 
-    def _serve(self, name: str, reranker: Reranker) -> None:
+    def _prune_routes(self) -> None:
+        """Arms of a restored state whose model is not served any more are dropped (and said so)."""
+        for route, arms in list(self.routes.items()):
+            kept = [(name, weight) for name, weight in arms if name in self.models]
+            if kept != arms:
+                logger.warning(
+                    "route %s: dropping arms no longer served: %s", route, sorted(set(dict(arms)) - set(dict(kept)))
+                )
+            if kept and sum(w for _, w in kept) > 0:
+                self.routes[route] = kept
+            else:
+                del self.routes[route]
+
+    def serve_model(self, name: str, reranker: Reranker) -> None:
+        """Start serving a loaded model under ``name`` (its own scheduler)."""
         config = SchedulerConfig(
             budget=reranker.budget,
             max_queued_items=self.settings.max_queue,
@@ -127,9 +165,10 @@ class Engine:
         self.models[name] = ServedModel(name, reranker, scheduler, fingerprint)
 
     # ------------------------------------------------------------------ resolution and limits
-    def resolve(self, name: str | None, *, embedder: bool = False) -> ServedModel:
-        """The model a request names: a served name, an A/B alias (weighted draw) or, if none, the first (the first
-        embedding model for ``embedder`` requests)."""
+    def resolve(self, name: str | None, *, embedder: bool = False, sticky: str | None = None) -> ServedModel:
+        """The model a request names: a served name, an A/B alias (a weighted draw; a pure function of ``sticky``
+        when given, so one user sees one arm) or, if none, the first (the first embedding model for ``embedder``
+        requests)."""
         if self.state != "ready":
             raise NotReady(self.failure or ("the server is shutting down" if self.state == "draining" else
                                              "the model is still loading; retry shortly"))  # fmt: skip
@@ -139,8 +178,9 @@ class Engine:
         if name in self.models:
             return self.models[name]
         if name in self.routes:
-            names, weights = zip(*self.routes[name], strict=True)
-            return self.models[random.choices(names, weights=weights)[0]]
+            chosen = self.traffic.choose(name, sticky)
+            self.metrics.route_requests.labels(name, chosen).inc()
+            return self.models[chosen]
         served = ", ".join([*self.models, *self.routes])
         raise ModelNotFound(f"model {name!r} is not served here; served models: {served}", param="model")
 
@@ -169,6 +209,7 @@ class Engine:
         options: ScoreOptions,
         priority: int = 0,
         deadline: Deadline | None = None,
+        sheddable: bool = False,
     ) -> PairScores:
         """Score pairs through the cache and the scheduler within ``deadline``; rows follow ``pairs``."""
         self.check_count(len(pairs))
@@ -194,7 +235,7 @@ class Engine:
         if misses:
             missing = CheckedPairs([pairs[p] for p in misses])
             job = await self._prepare(served, lambda budget: reranker.prepare_pairs(missing, options, budget), deadline)
-            table: list[list[float]] = (await self._run(served, job, priority, deadline)).tolist()
+            table: list[list[float]] = (await self._run(served, job, priority, deadline, sheddable)).tolist()
             job_cut, notices = set(job.cut), job.notices
             computed = [CachedScore(tuple(table[j]), job.tokens[j], j in job_cut) for j in range(len(misses))]
             for position, value in zip(misses, computed, strict=True):
@@ -233,10 +274,14 @@ class Engine:
             self.metrics.rejections.labels(served.name, "timeout").inc()
             raise
 
-    async def _run(self, served: ServedModel, job: ScoringJob, priority: int, deadline: Deadline) -> torch.Tensor:
+    async def _run(
+        self, served: ServedModel, job: ScoringJob, priority: int, deadline: Deadline, sheddable: bool = False
+    ) -> torch.Tensor:
         """A prepared job's rows: its items go through the model's scheduler, ``job.finish`` reads them."""
         try:
-            raw = await served.scheduler.submit(job.items, job.key, priority=priority, timeout_s=deadline.remaining())
+            raw = await served.scheduler.submit(
+                job.items, job.key, priority=priority, timeout_s=deadline.remaining(), sheddable=sheddable
+            )
         except DeadlineExceeded:
             raise deadline.exceeded() from None
         self.metrics.scored_pairs.labels(served.name).inc(len(job.items))

@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+AGREEMENT_BUCKETS = (-0.5, 0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
@@ -48,6 +49,38 @@ class Metrics:
         self.scored_pairs = Counter(
             "rerankd_scored_pairs", "pairs (or texts) computed by a model", ["model"], registry=r
         )
+
+        self.route_requests = Counter(
+            "rerankd_route_requests", "requests a route (A/B alias) sent to each arm", ["route", "model"], registry=r
+        )
+        self.route_weight = Gauge("rerankd_route_weight", "current weight of each arm", ["route", "model"], registry=r)
+        self.admin_changes = Counter("rerankd_admin_changes", "traffic changes through the admin API", ["kind"],
+                                     registry=r)  # fmt: skip
+        self.shadow_requests = Counter(
+            "rerankd_shadow_requests", "shadow scorings by outcome (done, shed, failed)",
+            ["route", "model", "candidate", "outcome"], registry=r,
+        )  # fmt: skip
+        self.shadow_agreement = Histogram(
+            "rerankd_shadow_agreement", "agreement of the candidate's ranking with the served one",
+            ["route", "model", "candidate", "measure"], buckets=AGREEMENT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.feedback_events = Counter(
+            "rerankd_feedback_events", "feedback events joined with a served ranking", ["route", "model"], registry=r
+        )
+        self.feedback_sum = Gauge(  # a gauge: rank lift can be negative
+            "rerankd_feedback_value_sum", "sum of per-event online quality (divide by events for the mean)",
+            ["route", "model", "measure"], registry=r,
+        )  # fmt: skip
+        self.feedback_unmatched = Counter(
+            "rerankd_feedback_unmatched", "feedback for an unknown or expired response id", registry=r
+        )
+
+    def set_route_weights(self, routes: dict[str, list[tuple[str, float]]]) -> None:
+        self.route_weight.clear()
+        for route, arms in routes.items():
+            total = sum(weight for _, weight in arms) or 1.0
+            for model, weight in arms:
+                self.route_weight.labels(route, model).set(weight / total)
 
     def observer(self, model: str) -> SchedulerMetrics:
         return SchedulerMetrics(self, model)

@@ -52,6 +52,7 @@ class RequestContextMiddleware:
         self.max_body_bytes = settings.max_body_bytes
         self.body_timeout_s = settings.body_timeout_s
         self.keys = settings.api_key
+        self.admin_keys = settings.admin_key
         self.open_paths = OPEN_PATHS if settings.metrics_auth else OPEN_PATHS | {"/metrics"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -89,10 +90,17 @@ class RequestContextMiddleware:
     async def _authorized(self, scope: Scope, send: Send, request_id: str) -> bool:
         """Check the API key from the headers alone; answer 401 (nothing of the body read) when it fails."""
         path = str(scope.get("path", ""))
-        if not self.keys or path in self.open_paths or path.startswith(OPEN_PREFIXES):
+        admin = path.startswith("/admin/")
+        if admin and not self.admin_keys:
+            message = "the admin API is off; start the server with --admin-key"
+            body = plain_error_body(message, error_type="not_found_error", code="admin_off", request_id=request_id)
+            await _send_json(send, 404, body)
+            return False
+        keys = self.admin_keys if admin else self.keys
+        if not keys or (not admin and (path in self.open_paths or path.startswith(OPEN_PREFIXES))):
             return True
         token = bearer_token_of(_header(scope, b"authorization"))
-        if token is not None and key_matches(token, self.keys):
+        if token is not None and key_matches(token, keys):
             return True
         message = "missing API key: send `Authorization: Bearer <key>`" if token is None else "invalid API key"
         body = plain_error_body(message, error_type="authentication_error", code="unauthorized", request_id=request_id)

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
+from rerankd.server import schemas as s
 from rerankd.server.engine import Engine
 from rerankd.settings import Settings
 
@@ -109,3 +110,29 @@ def _describe_token_ids(schema: dict[str, Any], engine: Engine, embedders: list[
         for ids in (option, items):
             if ids.get("type") == "array" and ids.get("items", {}).get("type") == "integer":
                 ids["items"] = {**ids["items"], "maximum": vocab - 1}
+
+
+# ---------------------------------------------------------------------------------------------- documented errors
+ERROR_DESCRIPTIONS = {
+    400: "Invalid input: empty query or documents, bad field shapes, input too long with truncation off, body not JSON",
+    401: "Missing or wrong API key (only when the server has keys)",
+    404: "Unknown model or route",
+    408: "The request body did not arrive within the body timeout",
+    413: "Too many documents, a body over the byte limit, or more model inputs after chunking than the server allows",
+    422: "The body does not match this route's schema",
+    429: "Over capacity: the queue is full (code overloaded) or the request did not finish in time (code timeout)",
+    500: "Unexpected server error (the body carries only the request id)",
+    503: "Not ready: loading, failed to load, shutting down, or out of device memory",
+}
+API_ERRORS = (400, 401, 404, 408, 413, 422, 429, 500, 503)
+
+
+def error_responses(*statuses: int, tei: bool = False, both: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error statuses, with the dialect's real error body."""
+    model: Any = (s.ErrorResponse | s.TEIErrorResponse) if both else (s.TEIErrorResponse if tei else s.ErrorResponse)
+    return {status: {"model": model, "description": ERROR_DESCRIPTIONS[status]} for status in statuses or API_ERRORS}
+
+
+def text_response(description: str) -> dict[int | str, dict[str, Any]]:
+    """An OpenAPI 200 response with a plain-text body."""
+    return {200: {"content": {"text/plain": {}}, "description": description}}

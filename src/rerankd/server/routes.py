@@ -16,17 +16,21 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from rerankd.errors import InvalidInput, NotReady
-from rerankd.jobs import ScoreOptions
+from rerankd.jobs import ScoreOptions, ranking
 from rerankd.server import dialects as d
 from rerankd.server import schemas as s
+from rerankd.server.admin.routes import remember
+from rerankd.server.admin.shadow import maybe_shadow
 from rerankd.server.auth import require_api_key
 from rerankd.server.engine import Engine, PairScores
 from rerankd.server.errors import ClientGone
+from rerankd.server.openapi import error_responses, text_response
 from rerankd.validation import CheckedPairs
 
 T = TypeVar("T")
 
 api = APIRouter(dependencies=[Depends(require_api_key)])
+STICKY_HEADER = "x-rerankd-user"  # a caller's user or session id: one user always sees one arm of a route
 ops = APIRouter()
 
 
@@ -35,9 +39,11 @@ def engine_of(request: Request) -> Engine:
     return engine
 
 
-def respond(body: BaseModel) -> Response:
-    """JSON of a response model; unset optional fields (e.g. ``document``) are omitted, never null."""
-    return JSONResponse(body.model_dump(mode="json", exclude_none=True))
+def respond(body: BaseModel, model: str | None = None) -> Response:
+    """JSON of a response model; unset optional fields (e.g. ``document``) are omitted, never null. ``model``, the
+    served model (the arm, behind an A/B route), is also named in the ``x-rerankd-model`` header."""
+    headers = {"x-rerankd-model": model} if model else None
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers=headers)
 
 
 async def _wait_for_disconnect(request: Request) -> None:
@@ -72,10 +78,14 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
 async def _scored(
     request: Request, model: str | None, pairs: CheckedPairs, options: ScoreOptions, priority: int = 0
 ) -> PairScores:
+    """Score through the engine; a route's arm is drawn per request, or per ``x-rerankd-user`` (sticky). A shadow
+    configured for what the request named scores it again afterwards, off the response path."""
     engine = engine_of(request)
-    served = engine.resolve(model)
+    served = engine.resolve(model, sticky=request.headers.get(STICKY_HEADER))
     deadline = engine.deadline(getattr(request.state, "arrived", None))
-    return await until_disconnected(request, engine.score_pairs(served, pairs, options, priority, deadline))
+    scores = await until_disconnected(request, engine.score_pairs(served, pairs, options, priority, deadline))
+    maybe_shadow(engine, model, served, pairs, options, ranking(scores.scores))
+    return scores
 
 
 # ---------------------------------------------------------------------------------------------- rerank
@@ -83,7 +93,7 @@ async def _scored(
     "/rerank",
     response_model=s.RerankResponse | s.TEIRerankResponse,
     summary="Rerank (Cohere v1, Jina, or TEI with `texts`)",
-    responses=s.error_responses(both=True),
+    responses=error_responses(both=True),
 )
 async def rerank(request: Request, body: s.AnyRerankRequest) -> Response:
     """Documents sorted by relevance to the query. A body with ``texts`` (and no ``documents``) is TEI's dialect:
@@ -92,7 +102,7 @@ async def rerank(request: Request, body: s.AnyRerankRequest) -> Response:
         request.state.dialect = "tei"
         pairs = d.rank_pairs(body.query, body.texts, param="texts")
         scores = await _scored(request, body.model, pairs, d.tei_options(body))
-        return respond(d.tei_response(scores, d.ranked_order(scores, None), body.texts, body.return_text))
+        return respond(d.tei_response(scores, d.ranked_order(scores, None), body.texts, body.return_text), scores.model)
     return await _rerank_v1(request, body)
 
 
@@ -100,7 +110,7 @@ async def rerank(request: Request, body: s.AnyRerankRequest) -> Response:
     "/v1/rerank",
     response_model=s.RerankResponse,
     summary="Rerank (Cohere v1, Jina, vLLM, Infinity)",
-    responses=s.error_responses(),
+    responses=error_responses(),
 )
 async def rerank_v1(request: Request, body: s.RerankRequest) -> Response:
     """Documents sorted by relevance to the query."""
@@ -113,47 +123,51 @@ async def _rerank_v1(request: Request, body: s.RerankRequest) -> Response:
     scores = await _scored(request, body.model, pairs, d.rerank_options(body), body.priority)
     order = d.ranked_order(scores, body.top_n)
     return_documents = body.return_documents is not False
-    return respond(d.rerank_response(scores, order, body.documents, return_documents, version="1"))
+    answer = d.rerank_response(scores, order, body.documents, return_documents, version="1")
+    remember(engine_of(request), answer.id, body.model, scores)
+    return respond(answer, scores.model)
 
 
-@api.post("/v2/rerank", response_model=s.V2RerankResponse, summary="Rerank (Cohere v2)", responses=s.error_responses())
+@api.post("/v2/rerank", response_model=s.V2RerankResponse, summary="Rerank (Cohere v2)", responses=error_responses())
 async def rerank_v2(request: Request, body: s.V2RerankRequest) -> Response:
     """Cohere v2: strict fields (unknown ones are a 422), documents are never returned."""
     pairs = d.rank_pairs(body.query, body.documents)
     scores = await _scored(request, body.model, pairs, d.v2_options(body), body.priority or 0)
-    return respond(d.v2_response(scores, d.ranked_order(scores, body.top_n), len(body.documents)))
+    answer = d.v2_response(scores, d.ranked_order(scores, body.top_n), len(body.documents))
+    remember(engine_of(request), answer.id, body.model, scores)
+    return respond(answer, scores.model)
 
 
 # ---------------------------------------------------------------------------------------------- score / predict
-@api.post("/score", response_model=s.ScoreResponse, summary="Score pairs (vLLM)", responses=s.error_responses())
-@api.post("/v1/score", response_model=s.ScoreResponse, summary="Score pairs (vLLM)", responses=s.error_responses())
+@api.post("/score", response_model=s.ScoreResponse, summary="Score pairs (vLLM)", responses=error_responses())
+@api.post("/v1/score", response_model=s.ScoreResponse, summary="Score pairs (vLLM)", responses=error_responses())
 async def score(request: Request, body: s.ScoreRequest) -> Response:
     """One score per pair: text_1/text_2 (or queries/documents, queries/items, data_1/data_2), 1:1, 1:N, N:N."""
     pairs = d.score_request_pairs(body)
     scores = await _scored(request, body.model, pairs, d.score_options(body), body.priority)
-    return respond(d.score_response(scores))
+    return respond(d.score_response(scores), scores.model)
 
 
 @api.post(
-    "/predict", response_model=s.PredictResponse, summary="Score pairs (TEI)", responses=s.error_responses(tei=True)
+    "/predict", response_model=s.PredictResponse, summary="Score pairs (TEI)", responses=error_responses(tei=True)
 )
 async def predict(request: Request, body: s.PredictRequest) -> Response:
     """TEI's predict: ``{"inputs": [query, document]}`` or a batch of such pairs."""
     request.state.dialect = "tei"
     pairs, single = d.predict_pairs(body.inputs)
     scores = await _scored(request, body.model, pairs, d.tei_options(body))
-    return respond(d.predict_response(scores, single))
+    return respond(d.predict_response(scores, single), scores.model)
 
 
 # ---------------------------------------------------------------------------------------------- embeddings
 @api.post(
-    "/v1/embeddings", response_model=s.EmbeddingResponse, summary="Embeddings (OpenAI)", responses=s.error_responses()
+    "/v1/embeddings", response_model=s.EmbeddingResponse, summary="Embeddings (OpenAI)", responses=error_responses()
 )
 async def embeddings(request: Request, body: s.EmbeddingRequest) -> Response:
     """L2-normalised embeddings of bi-encoder models; ``encoding_format`` float or base64 (little-endian
     float32)."""
     engine = engine_of(request)
-    served = engine.resolve(body.model, embedder=True)
+    served = engine.resolve(body.model, embedder=True, sticky=request.headers.get(STICKY_HEADER) or body.user)
     if not served.reranker.is_embedder:
         raise InvalidInput(
             f"{served.name} is a {served.reranker.info.family}; /v1/embeddings needs a bi-encoder model", param="model"
@@ -161,14 +175,14 @@ async def embeddings(request: Request, body: s.EmbeddingRequest) -> Response:
     texts = d.embedding_texts(body, served.reranker.family.backend)
     deadline = engine.deadline(getattr(request.state, "arrived", None))
     vectors, tokens = await until_disconnected(request, engine.embed(served, texts, deadline))
-    return respond(d.embedding_response(served.name, vectors, tokens, body))
+    return respond(d.embedding_response(served.name, vectors, tokens, body), served.name)
 
 
 @api.get(
     "/v1/models",
     response_model=s.ModelList,
     summary="Served models (OpenAI)",
-    responses=s.error_responses(401, 408, 413, 500, 503),
+    responses=error_responses(401, 408, 413, 500, 503),
 )
 async def models(request: Request) -> Response:
     engine = engine_of(request)
@@ -187,7 +201,7 @@ async def models(request: Request) -> Response:
 
 
 # ---------------------------------------------------------------------------------------------- operations
-@ops.get("/health", response_model=s.Health, summary="Liveness", responses=s.error_responses(503))
+@ops.get("/health", response_model=s.Health, summary="Liveness", responses=error_responses(503))
 async def health(request: Request) -> Response:
     """200 ``{"status": "ok"}`` while the process serves; 503 once model loading has failed. No model names or
     failure details: this route needs no API key (the details are in the server log and, with a key, /v1/models)."""
@@ -196,7 +210,7 @@ async def health(request: Request) -> Response:
     return respond(s.Health(status="ok"))
 
 
-@ops.get("/ready", response_model=s.Health, summary="Readiness", responses=s.error_responses(503))
+@ops.get("/ready", response_model=s.Health, summary="Readiness", responses=error_responses(503))
 async def ready(request: Request) -> Response:
     """200 ``{"status": "ready"}`` once every model is loaded; 503 ``not ready: loading|failed|draining``."""
     engine = engine_of(request)
@@ -209,7 +223,7 @@ async def ready(request: Request) -> Response:
     "/metrics",
     summary="Prometheus metrics (needs the API key with --metrics-auth)",
     response_class=Response,
-    responses=s.text_response("Prometheus text format") | s.error_responses(401),
+    responses=text_response("Prometheus text format") | error_responses(401),
 )
 async def metrics(request: Request) -> Response:
     body = request.app.state.metrics.render()

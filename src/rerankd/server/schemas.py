@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -20,6 +21,12 @@ from pydantic import (
     Tag,
     WithJsonSchema,
 )
+
+
+def _never_true(value: bool) -> bool:
+    if value:
+        raise ValueError("Cohere v2 never returns documents: omit return_documents or send false")
+    return value
 
 
 def _whole(value: Any) -> Any:
@@ -160,7 +167,9 @@ class V2RerankRequest(StrictRequest):
     top_n: Count | None = None
     max_tokens_per_doc: Positive | None = None
     max_chunks_per_doc: Positive | None = None
-    return_documents: Literal[False] | None = None
+    return_documents: Annotated[bool, AfterValidator(_never_true), Field(json_schema_extra={"const": False})] | None = (
+        None
+    )
     relevant_spans: RelevantSpans | None = None
     priority: WholeNumber | None = None
 
@@ -370,29 +379,3 @@ class ErrorResponse(ResponseModel):
 class TEIErrorResponse(ResponseModel):
     error: str
     error_type: str
-
-
-# ---------------------------------------------------------------------------------------------- documented errors
-ERROR_DESCRIPTIONS = {
-    400: "Invalid input: empty query or documents, bad field shapes, input too long with truncation off, body not JSON",
-    401: "Missing or wrong API key (only when the server has keys)",
-    404: "Unknown model or route",
-    408: "The request body did not arrive within the body timeout",
-    413: "Too many documents, a body over the byte limit, or more model inputs after chunking than the server allows",
-    422: "The body does not match this route's schema",
-    429: "Over capacity: the queue is full (code overloaded) or the request did not finish in time (code timeout)",
-    500: "Unexpected server error (the body carries only the request id)",
-    503: "Not ready: loading, failed to load, shutting down, or out of device memory",
-}
-API_ERRORS = (400, 401, 404, 408, 413, 422, 429, 500, 503)
-
-
-def error_responses(*statuses: int, tei: bool = False, both: bool = False) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for error statuses, with the dialect's real error body."""
-    model: Any = (ErrorResponse | TEIErrorResponse) if both else (TEIErrorResponse if tei else ErrorResponse)
-    return {status: {"model": model, "description": ERROR_DESCRIPTIONS[status]} for status in statuses or API_ERRORS}
-
-
-def text_response(description: str) -> dict[int | str, dict[str, Any]]:
-    """An OpenAPI 200 response with a plain-text body."""
-    return {200: {"content": {"text/plain": {}}, "description": description}}

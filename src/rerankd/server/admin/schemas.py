@@ -1,0 +1,62 @@
+"""Bodies of the admin API and of ``POST /v1/feedback``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from rerankd.server.schemas import Count, RequestModel, ResponseModel
+
+
+class WeightsIn(RequestModel):
+    weights: dict[str, float] = Field(description="arm -> weight (>= 0, positive sum), e.g. {'a': 95, 'b': 5}")
+
+
+class ModelIn(RequestModel):
+    name: str = Field(min_length=1)
+    path: str = Field(min_length=1, description="folder, hub id, modelscope:<id> or packaged model name")
+
+
+class ShadowIn(RequestModel):
+    candidate: str
+    fraction: float = Field(ge=0, le=1)
+    log: str | None = Field(None, description="a JSONL file on the server that gets both rankings per request")
+
+
+class AdminState(ResponseModel):
+    routes: dict[str, dict[str, float]]
+    shadows: dict[str, dict[str, Any]]
+    models: dict[str, str]  # name -> "ready", "loading" or "failed: ..."
+    added_models: dict[str, str]
+    removed_models: list[str]
+    changes: int
+
+
+class FeedbackIn(RequestModel):
+    """What the user did with a served ranking: the response ``id`` and the document indices (positions in the
+    request's ``documents``) they clicked or used; optional graded relevance and dwell time per index."""
+
+    id: str = Field(min_length=1)
+    clicked: list[Count] = Field(default_factory=list)
+    relevance: dict[str, Count] | None = None
+    dwell_ms: dict[str, float] | None = None
+
+
+class FeedbackOut(ResponseModel):
+    status: Literal["recorded"] = "recorded"
+    route: str
+    model: str
+
+
+class ArmOut(ResponseModel):
+    arm: str
+    events: int
+    means: dict[str, float]
+
+
+class ReportOut(ResponseModel):
+    route: str
+    k: int
+    arms: list[ArmOut]
+    comparisons: list[dict[str, Any]]
