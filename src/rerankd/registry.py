@@ -22,6 +22,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "rerankd.families.layerwise",
     "rerankd.families.gemma2_lightweight",
     "rerankd.families.bge_m3",
+    "rerankd.families.colbert",
     "rerankd.families.minicpm",
     "rerankd.families.cross_encoder",
     "rerankd.families.bi_encoder",
