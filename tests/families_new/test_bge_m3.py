@@ -136,3 +136,16 @@ def test_golden_scores(m3_path: Path) -> None:
     pairs = _pairs()
     got = _load(m3_path).score([pairs[i] for i in GOLDEN])
     assert np.allclose(got, list(GOLDEN.values()), atol=1e-4), got
+
+
+def test_weights_per_call_through_score_options(m3_path: Path) -> None:
+    """ScoreOptions.score_weights reaches the forward pass (CallOptions: part of the batch key)."""
+    from rerankd.jobs import ScoreOptions
+    from rerankd.validation import check_pairs
+
+    pairs = check_pairs(_pairs())
+    reranker = _load(m3_path)
+    per_call = [row[0] for row in reranker.rows(pairs, ScoreOptions(score_weights=(0.0, 0.0, 1.0)))]
+    loaded = _load(m3_path, score_weights=(0.0, 0.0, 1.0)).score(list(pairs))
+    assert np.allclose(per_call, loaded, atol=1e-6)
+    assert reranker.prepare_pairs(pairs, ScoreOptions(score_weights=(1.0, 0.0, 0.0))).key[1].score_weights == (1, 0, 0)

@@ -134,3 +134,14 @@ def test_golden_scores(lightweight_path: Path) -> None:
     pairs = _pairs()
     got = _load(lightweight_path, compress_ratio=2, compress_layers=(2, 4)).score([pairs[i] for i in GOLDEN_RAW])
     assert np.allclose(got, list(GOLDEN_RAW.values()), atol=1e-4), got
+
+
+def test_compression_per_call_through_score_options(lightweight_path: Path) -> None:
+    from rerankd.jobs import ScoreOptions
+    from rerankd.validation import check_pairs
+
+    pairs = check_pairs(_pairs())
+    options = ScoreOptions(compress_ratio=2, compress_layers=(2, 4), cutoff_layers=(5,))
+    per_call = [row[0] for row in _load(lightweight_path).rows(pairs, options)]
+    loaded = _load(lightweight_path, compress_ratio=2, compress_layers=(2, 4)).score(list(pairs), cutoff_layers=[5])
+    assert np.allclose(per_call, loaded, atol=1e-6)

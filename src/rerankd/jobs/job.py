@@ -42,6 +42,11 @@ class ScoreOptions:
     max_tokens_per_doc: int | None = None
     max_chunks_per_doc: int | None = None
     max_input_tokens: int | None = None
+    # Family-specific choices that change the forward pass (carried into CallOptions): token compression
+    # (bge-gemma2-lightweight) and the dense/sparse/multi-vector weights of bge-m3.
+    compress_ratio: int | None = None
+    compress_layers: tuple[int, ...] | None = None
+    score_weights: tuple[float, ...] | None = None
 
     @property
     def chunked(self) -> bool:

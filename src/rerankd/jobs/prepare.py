@@ -5,7 +5,7 @@ steps (deadline passed, client gone) and a request that would need too many mode
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rerankd.chunking import Split, fit_documents
 from rerankd.errors import InputTooLong, PayloadTooLarge
@@ -76,6 +76,12 @@ def prepare_pairs(
     if isinstance(family, Embedder):
         return _prepare_cosine(family, pairs, groups, options, defaults, budget)
     call = call_options(options.instruction, options.cutoff_layers)
+    call = replace(
+        call,
+        compress_ratio=options.compress_ratio,
+        compress_layers=options.compress_layers,
+        score_weights=options.score_weights,
+    )
     return _prepare_scored(family, pairs, groups, options, call, defaults, budget)
 
 
