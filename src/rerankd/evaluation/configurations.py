@@ -40,6 +40,10 @@ def _to_layers(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.replace("+", ",").split(",") if part.strip())
 
 
+def _to_weights(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in text.replace("+", ",").split(",") if part.strip())
+
+
 def _one_of(*choices: str | None) -> Callable[[str], Any]:
     """A converter accepting only ``choices`` (``None`` written as none/off/empty), so a typo fails before loading."""
 
@@ -73,6 +77,9 @@ LOAD_KEYS: dict[str, Callable[[str], Any]] = {
     "quantize": _one_of("int8", None),
     "dtype_guard": _to_bool,
     "prefix_sharing": _to_bool,
+    "compress_ratio": int,  # bge-gemma2-lightweight token compression
+    "compress_layers": _to_layers,
+    "score_weights": _to_weights,  # bge-m3: dense+sparse+multi-vector weights, e.g. 0.4+0.2+0.4
 }
 CALL_KEYS: dict[str, Callable[[str], Any]] = {"instruction": str, "cutoff_layers": _to_layers}
 
