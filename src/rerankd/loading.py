@@ -6,7 +6,9 @@ Resolution order for ``name_or_path``:
 3. ``modelscope:<id>`` or ``source="modelscope"``: ModelScope (extra ``rerankd[modelscope]``);
 4. otherwise a Hugging Face hub id, downloaded or, with ``HF_HUB_OFFLINE=1`` / ``local_files_only``,
    read from the local cache. safetensors files are preferred; ``*.bin`` is fetched only when a
-   repository has no safetensors.
+   repository has no safetensors. When the hub cannot be reached, a cached copy is used after ONE request
+   (no retries, a 3 s timeout) and one warning; with no cached copy, :class:`~rerankd.errors.ModelFetchFailed`
+   names everything that was looked at (folder, cache, hub, ModelScope) and ``HF_HUB_OFFLINE=1``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rerankd.errors import MissingDependency, ModelNotFound
+from rerankd.errors import MissingDependency, ModelFetchFailed, ModelNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,11 @@ class ModelFiles:
     def has_safetensors(self) -> bool:
         return any(self.path.glob("*.safetensors"))
 
+    @property
+    def has_torch_weights(self) -> bool:
+        """Weights transformers can load (an ONNX export folder has none)."""
+        return any(any(self.path.glob(pattern)) for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth"))
+
     def read_json(self, relative: str) -> dict[str, Any] | list[Any] | None:
         file = self.path / relative
         if not file.is_file():
@@ -65,30 +72,143 @@ def _packaged_path(name: str) -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def _from_huggingface(repo_id: str, revision: str | None, cache_dir: str | None, offline: bool) -> Path:
-    from huggingface_hub import list_repo_files, snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+# Hub ids already resolved in this process: the CLI locates a model before importing torch (a missing one fails
+# in a fraction of a second), then the loader asks again; the hub is asked (and a fallback logged) once.
+_HUB_FOLDERS: dict[tuple[str, str | None, str | None, bool], Path] = {}
+HUB_TIMEOUT_CACHED_S = 3.0  # the one hub request made when a cached copy exists: fail fast, then use the copy
+
+
+class _HubUnavailable(Exception):
+    """The hub could not answer (network down, timeout, 5xx, no access): why, and whether it is an access problem."""
+
+    def __init__(self, reason: str, *, access: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.access = access
+
+
+def _hub_cache(cache_dir: str | None) -> str:
+    from huggingface_hub import constants
+
+    return str(cache_dir or constants.HF_HUB_CACHE)
+
+
+def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: str | None) -> Path | None:
+    """The complete cached snapshot of ``repo_id`` at ``revision`` (default branch when None), or None."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(
+            repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=_WEIGHT_PATTERNS, local_files_only=True
+        )
+    except Exception:  # not cached, incomplete (IncompleteSnapshotError) or not a valid repo id
+        return None
+    return Path(folder)
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost message of a network error chain (``[Errno 111] Connection refused``)."""
+    for _ in range(16):  # a chain, never a cycle in practice; bounded all the same
+        inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc = inner
+    return str(exc) or type(exc).__name__
+
+
+def _repo_files(repo_id: str, revision: str | None, timeout: float) -> list[str]:
+    """The repository's file names, in ONE hub request (no retries: callers fall back to the cache at once)."""
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        info = model_info(repo_id, revision=revision, timeout=timeout)
+    except GatedRepoError as exc:
+        raise _HubUnavailable(
+            f"{repo_id} is gated: accept its terms on the hub and log in (HF_TOKEN)", access=True
+        ) from exc
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        raise _HubUnavailable(f"HTTP {status} from the hub", access=status in (401, 403)) from exc
+    except Exception as exc:  # connection refused, DNS failure, timeout: many types (httpx, OSError)
+        raise _HubUnavailable(_reason(exc)) from exc
+    return [sibling.rfilename for sibling in info.siblings or []]
+
+
+def _download(repo_id: str, revision: str | None, cache_dir: str | None, files: list[str]) -> Path:
+    from huggingface_hub import snapshot_download
 
     patterns = list(_WEIGHT_PATTERNS)
+    if not any(name.endswith(".safetensors") for name in files):
+        logger.warning("%s has no safetensors weights; falling back to pickle *.bin files", repo_id)
+        patterns.append("*.bin")
     try:
-        if not offline:
-            files = list_repo_files(repo_id, revision=revision)
-            if not any(name.endswith(".safetensors") for name in files):
-                logger.warning("%s has no safetensors weights; falling back to pickle *.bin files", repo_id)
-                patterns.append("*.bin")
-        folder = snapshot_download(
-            repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns, local_files_only=offline
-        )
-    except (RepositoryNotFoundError, HFValidationError) as exc:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
+    except Exception as exc:  # the hub went away mid-download
+        raise _HubUnavailable(_reason(exc)) from exc
+
+
+def _from_huggingface(repo_id: str, revision: str | None, cache_dir: str | None, offline: bool) -> Path:
+    """A hub model's folder: downloaded, or the cached copy when the hub cannot be reached (one fast try, one log
+    line), or when ``offline`` (``HF_HUB_OFFLINE=1`` / ``local_files_only``) without asking the hub at all."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        from huggingface_hub.utils import validate_repo_id
+
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
         raise ModelNotFound(f"{repo_id!r} is neither a local folder nor a Hugging Face model id") from exc
-    except LocalEntryNotFoundError as exc:
+    cached = _cached_snapshot(repo_id, revision, cache_dir)
+    if offline:
+        if cached is None:
+            raise ModelNotFound(_offline_miss(repo_id, cache_dir))
+        return cached
+    try:
+        timeout = min(HUB_TIMEOUT_CACHED_S, constants.HF_HUB_ETAG_TIMEOUT) if cached else constants.HF_HUB_ETAG_TIMEOUT
+        return _download(repo_id, revision, cache_dir, _repo_files(repo_id, revision, timeout))
+    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+        what = f"revision {revision or 'main'!r} of {repo_id}" if isinstance(exc, RevisionNotFoundError) else repo_id
+        if cached is not None:
+            logger.warning("the Hugging Face hub has no %s (removed, or private?); using the cached copy", what)
+            return cached
         raise ModelNotFound(
-            f"{repo_id!r} is not in the local Hugging Face cache and the hub is offline; download it first "
-            "or pass a local folder"
+            f"{repo_id!r} is not a local folder and the Hugging Face hub has no {what} "
+            "(ModelScope models are named modelscope:<id>)"
         ) from exc
-    except Exception as exc:  # network errors come in many types (httpx, OSError, HfHubHTTPError)
-        raise ModelNotFound(f"could not fetch {repo_id!r} from the Hugging Face hub: {exc}") from exc
-    return Path(folder)
+    except _HubUnavailable as exc:
+        if cached is not None:
+            logger.warning(
+                "the Hugging Face hub is unreachable (%s): using the cached copy of %s in %s "
+                "(set HF_HUB_OFFLINE=1 to skip the hub)",
+                exc.reason, repo_id, _hub_cache(cache_dir),
+            )  # fmt: skip
+            return cached
+        raise ModelFetchFailed(_online_miss(repo_id, cache_dir, exc)) from exc
+
+
+def _offline_miss(repo_id: str, cache_dir: str | None) -> str:
+    return (
+        f"{repo_id!r} is not a local folder and not in the Hugging Face cache ({_hub_cache(cache_dir)}); the hub "
+        "was not asked because HF_HUB_OFFLINE=1 (or local_files_only) is set: unset it to download the model "
+        "(ModelScope models are named modelscope:<id>)"
+    )
+
+
+def _online_miss(repo_id: str, cache_dir: str | None, exc: _HubUnavailable) -> str:
+    from huggingface_hub import constants
+
+    if exc.access:
+        return f"could not fetch {repo_id!r} from the Hugging Face hub: {exc.reason}"
+    return (
+        f"could not fetch {repo_id!r}: it is not a local folder, not in the Hugging Face cache "
+        f"({_hub_cache(cache_dir)}), and the hub ({constants.ENDPOINT}) is unreachable: {exc.reason}. Check the name "
+        "and the network (ModelScope models are named modelscope:<id>); to use only cached models, set "
+        "HF_HUB_OFFLINE=1"
+    )
 
 
 def _from_modelscope(model_id: str, revision: str | None, cache_dir: str | None) -> Path:
@@ -131,7 +251,9 @@ def resolve_model(
     elif source == "modelscope" or name_or_path.startswith("modelscope:"):
         folder = _from_modelscope(name_or_path.removeprefix("modelscope:"), revision, cache_dir)
     else:
-        folder = _from_huggingface(name_or_path, revision, cache_dir, local_files_only or _offline())
+        key = (name_or_path, revision, cache_dir, local_files_only or _offline())
+        folder = _HUB_FOLDERS.get(key) or _from_huggingface(*key)
+        _HUB_FOLDERS[key] = folder
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise ModelNotFound(f"{folder} has no config.json: not a transformers model folder")

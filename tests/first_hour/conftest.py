@@ -71,8 +71,8 @@ Cli = Callable[..., Done]
 
 
 @pytest.fixture()
-def cli(tmp_path: Path) -> Cli:
-    """``cli(*args, absent=(), env={}, stdin=None, timeout=240)`` runs ``rerankd ARGS`` in a new process."""
+def user_env(tmp_path: Path) -> dict[str, str]:
+    """A new user's environment: no HF_*/RERANKD_* settings, the hub unreachable, per-test caches."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -86,6 +86,13 @@ def cli(tmp_path: Path) -> Cli:
         RERANKD_CPU_BF16="0",
         COLUMNS="200",
     )
+    return base
+
+
+@pytest.fixture()
+def cli(tmp_path: Path, user_env: dict[str, str]) -> Cli:
+    """``cli(*args, absent=(), env={}, stdin=None, timeout=240)`` runs ``rerankd ARGS`` in a new process;
+    ``cli(python=CODE)`` runs ``python -c CODE`` in the same environment instead."""
 
     def run(
         *args: str,
@@ -93,10 +100,12 @@ def cli(tmp_path: Path) -> Cli:
         env: dict[str, str] | None = None,
         stdin: str | None = None,
         timeout: float = 240,
+        python: str | None = None,
     ) -> Done:
-        environment = {**base, "RERANKD_TEST_ABSENT": ",".join(absent), **(env or {})}
+        environment = {**user_env, "RERANKD_TEST_ABSENT": ",".join(absent), **(env or {})}
+        command = [sys.executable, "-c", python] if python is not None else [str(EXE), *args]
         done = subprocess.run(
-            [str(EXE), *args],
+            command,
             input=stdin,
             capture_output=True,
             text=True,

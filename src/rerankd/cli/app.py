@@ -113,13 +113,28 @@ def quiet_libraries() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    hub = logging.getLogger("huggingface_hub")  # has its own handler: propagating printed each warning twice
+    quiet_hub()
+
+
+def locate(model: str, **fetch: Any) -> None:
+    """Find ``model``'s files before torch is imported: a missing model, or a hub that cannot be reached with no
+    cached copy, fails in a fraction of a second (the loader then reuses what was found)."""
+    from rerankd.loading import resolve_model
+
+    quiet_hub()
+    resolve_model(model, **{key: value for key, value in fetch.items() if value is not None})
+
+
+def quiet_hub() -> None:
+    """huggingface_hub logs through its own handler: propagating as well printed each of its warnings twice."""
+    hub = logging.getLogger("huggingface_hub")
     hub.propagate = False
     hub.setLevel(logging.ERROR)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def load_reranker(settings: Settings) -> Any:
+    locate(settings.model)
     from rerankd.reranker import Reranker
 
     quiet_libraries()

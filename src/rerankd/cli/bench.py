@@ -19,6 +19,7 @@ from rerankd.cli.app import (
     console,
     err_console,
     fail,
+    locate,
     make_settings,
     quiet_libraries,
 )
@@ -56,6 +57,7 @@ def bench(
         fail(f"unknown workload {workload!r}; choose from {', '.join(sorted(WORKLOADS))}")
     flags = {"device": device, "dtype": dtype, "max_length": max_length, "family": family}
     settings = make_settings(**flags, backend=backend, quantize=quantize)
+    locate(model)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 

@@ -20,6 +20,7 @@ from rerankd.cli.app import (
     command,
     console,
     fail,
+    locate,
     make_settings,
     quiet_libraries,
 )
@@ -129,6 +130,8 @@ def compare(
         parse_configuration(f"{name}: {', '.join(items)}" if items else name, base, items or [])
         for name, items in (("A", config_a), ("B", config_b))
     ]
+    for config in configs:
+        locate(config.load["model"], source=config.load.get("source"), revision=config.load.get("revision"))
     quiet_libraries()
     quiet_bm25s()
     pairs = _compare_inputs(dataset_dir, pairs_file, split, max_queries, per_query)

@@ -23,6 +23,7 @@ from rerankd.cli.app import (
     console,
     err_console,
     fail,
+    locate,
     make_settings,
     quiet_libraries,
 )
@@ -75,6 +76,7 @@ def quiet_bm25s() -> None:
 def load_model(model: str, settings: Settings, progress: StageProgress) -> Reranker:
     from rerankd.reranker import Reranker
 
+    locate(model)
     stage = f"load {model}"
     progress(stage, 0, 1)
     reranker = Reranker.from_pretrained(model, settings.load_options())
