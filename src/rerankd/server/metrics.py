@@ -50,6 +50,11 @@ class Metrics:
             "rerankd_scored_pairs", "pairs (or texts) computed by a model", ["model"], registry=r
         )
 
+        self._add_rollout_metrics()
+
+    def _add_rollout_metrics(self) -> None:
+        """Routes, admin changes, shadow scoring and feedback (docs/rollout.md)."""
+        r = self.registry
         self.route_requests = Counter(
             "rerankd_route_requests", "requests a route (A/B alias) sent to each arm", ["route", "model"], registry=r
         )
