@@ -23,6 +23,7 @@ from rerankd.cli.app import (
     load_reranker,
     make_settings,
 )
+from rerankd.cli.extras import require
 
 if TYPE_CHECKING:
     from rich.progress import ProgressColumn
@@ -94,6 +95,8 @@ def batch(
     )
     if layout not in (None, "pairs", "groups"):
         fail(f"--layout must be pairs or groups, not {layout!r}")
+    if ray is not None:
+        require("ray", "--ray")
     spec = JobSpec(
         input=input_path,
         output=output,
@@ -106,6 +109,8 @@ def batch(
         tag=tag,
         shard_rows=shard_rows,
     )
+    if spec.format == "parquet" or input_path.suffix.lower() == ".parquet":
+        require("batch", "Parquet files", ("pyarrow",))
     if ray is None:
         _run_here(spec, settings, restart)
     else:

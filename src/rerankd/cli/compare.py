@@ -33,8 +33,8 @@ from rerankd.cli.evaluate import (
     emit_report,
     load_base,
     progress_bars,
-    quiet_bm25s,
 )
+from rerankd.cli.extras import require
 
 if TYPE_CHECKING:
     from rerankd.evaluation import QueryDocumentPair
@@ -130,10 +130,15 @@ def compare(
         parse_configuration(f"{name}: {', '.join(items)}" if items else name, base, items or [])
         for name, items in (("A", config_a), ("B", config_b))
     ]
+    if not embeddings:
+        require("eval", "rerankd compare (rank agreement)", ("scipy",))
+    if dataset_dir is not None:
+        require("eval", "--dataset (its BM25 first stage)", ("tantivy",))
+    if plot is not None:
+        require("eval", "--plot", ("matplotlib",))
     for config in configs:
         locate(config.load["model"], source=config.load.get("source"), revision=config.load.get("revision"))
     quiet_libraries()
-    quiet_bm25s()
     pairs = _compare_inputs(dataset_dir, pairs_file, split, max_queries, per_query)
     with progress_bars() as progress:
         report = compare_configurations(

@@ -27,6 +27,7 @@ from rerankd.cli.app import (
     make_settings,
     quiet_libraries,
 )
+from rerankd.cli.extras import require
 
 if TYPE_CHECKING:
     from rerankd.evaluation import Configuration, StageProgress, SystemRun
@@ -60,17 +61,6 @@ def progress_bars() -> Iterator[StageProgress]:
             bars.update(tasks[stage], completed=done, total=total)
 
         yield report
-
-
-def quiet_bm25s() -> None:
-    """bm25s sets its own logger to DEBUG when imported; the CLI only shows warnings."""
-    import importlib.util
-    import logging
-
-    if importlib.util.find_spec("bm25s") is not None:
-        import bm25s  # noqa: F401
-
-        logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
 def load_model(model: str, settings: Settings, progress: StageProgress) -> Reranker:
@@ -209,8 +199,12 @@ def eval_command(
         quantize=quantize,
     )
     chosen = parse_model_specs([] if first_stage_only else (models or [settings.model]), settings)
+    require("eval", "rerankd eval", ("scipy",))  # paired tests; checked before the first stage runs
+    if run is None and retriever is None:
+        require("eval", "the BM25 first stage", ("tantivy",))
+    if plot is not None:
+        require("eval", "--plot", ("matplotlib",))
     quiet_libraries()
-    quiet_bm25s()
     dataset = load_beir(dataset_dir, split, max_queries)
     with progress_bars() as progress:
         first = _first_stage(dataset, run, retriever, settings, top_k, progress)
