@@ -19,8 +19,9 @@ import torch
 from rerankd.errors import InvalidInput
 from rerankd.families.base import Family, FamilySpec, ModelOptions
 from rerankd.families.encoder_backend import check_backend
+from rerankd.families.onnx_runtime import find_graph
 from rerankd.jobs import Defaults, ScoreOptions, call_options, prepare_pairs, primary_score
-from rerankd.loading import Source, resolve_model
+from rerankd.loading import ModelFiles, Source, resolve_model
 from rerankd.registry import detect_family
 from rerankd.runtime.devices import configure_cpu_threads, resolve_device, resolve_dtype
 from rerankd.runtime.dtype_guard import PROBE_PAIRS, Agreement, check_loaded, float32_fits
@@ -125,13 +126,14 @@ def load_model(name: str, options: LoadOptions) -> LoadedModel:
     device = resolve_device(options.device)
     if device.type == "cpu":
         configure_cpu_threads()
-    converted = options.model.backend != "torch" or options.model.quantize is not None
-    dtype = resolve_dtype("float32" if converted and options.dtype == "auto" else options.dtype, device)
     fetch = options.fetch
     files = resolve_model(
         name, source=fetch.source, revision=fetch.revision, cache_dir=fetch.cache_dir,
         local_files_only=fetch.local_files_only,
     )  # fmt: skip
+    options = _onnx_only_folder(files, options)
+    converted = options.model.backend != "torch" or options.model.quantize is not None
+    dtype = resolve_dtype("float32" if converted and options.dtype == "auto" else options.dtype, device)
     spec = detect_family(files, options.family)
     _check_capabilities(spec, options.model)
     check_backend(options.model, device, dtype)
@@ -173,6 +175,15 @@ def _requested_device(spec: str | torch.device) -> torch.device | None:
         return None if spec.strip().lower() == "auto" else torch.device(spec.strip().lower())
     except RuntimeError:
         return None
+
+
+def _onnx_only_folder(files: ModelFiles, options: LoadOptions) -> LoadOptions:
+    """A folder holding an ONNX graph and no torch weights (``rerankd export --onnx``) runs on ONNX Runtime:
+    there is nothing for the torch backend to load."""
+    if options.model.backend != "torch" or files.has_torch_weights or find_graph(files.path, None) is None:
+        return options
+    logger.info("%s holds an ONNX graph and no torch weights: backend onnx", files.path)
+    return replace(options, model=replace(options.model, backend="onnx"))
 
 
 def _check_capabilities(spec: FamilySpec, model: ModelOptions) -> None:

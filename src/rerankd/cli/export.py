@@ -23,7 +23,7 @@ def export(
     family: FamilyOpt = None,
     trust_remote_code: RemoteOpt = None,
 ) -> None:
-    """Export a cross-encoder or bi-encoder so it loads with backend="onnx" (no torch weights needed)."""
+    """Export a cross-encoder or bi-encoder as an ONNX folder: it loads with ONNX Runtime (no torch weights needed)."""
     from rich.table import Table
 
     from rerankd.export import export_onnx
@@ -52,4 +52,9 @@ def export(
     if report.int8_graph is not None and report.int8_max_abs_diff is not None:
         table.add_row(report.int8_graph.name, signature, f"{report.int8_max_abs_diff:.2e}")
     console.print(table)
-    console.print(f'Load it with Reranker.from_pretrained("{report.folder}", backend="onnx").')
+    folder = str(report.folder)
+    console.print("It loads with ONNX Runtime by itself (no torch weights in it):", soft_wrap=True)
+    console.print(f'  CLI:    rerankd rank -m {folder} -q "your query" -d docs.txt', soft_wrap=True, markup=False)
+    console.print(f'  Python: Reranker.from_pretrained("{folder}")', soft_wrap=True, markup=False)
+    if report.int8_graph is not None:
+        console.print('  int8:   add --quantize int8 (CLI) or quantize="int8" (Python)', soft_wrap=True)
