@@ -95,7 +95,8 @@ def test_compare_cli_fp32_against_bf16(bert_ce: Path, tmp_path: Path) -> None:
     assert report["overall"]["cosine"] > 0.999
     assert 0 < report["overall"]["mae"] < 0.1
     assert len(report["inputs"]) == 5 and len(report["values_a"]) == 70
-    assert [check["name"] for check in report["checks"]] == ["cosine", "mean relative error (all)"]
+    names = ["spearman (mean per query)", "max error / spread", "mean relative error (|A| >= 10% of spread)"]
+    assert [check["name"] for check in report["checks"]] == names
     assert_valid_png(plot)
 
 

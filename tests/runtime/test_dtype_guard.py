@@ -105,3 +105,62 @@ def test_models_too_big_for_a_float32_copy_skip_the_guard(monkeypatch: pytest.Mo
     monkeypatch.setattr(dtype_guard, "free_memory", lambda device: 1024)
     model = Reranker.from_pretrained(str(bert_ce), device="cpu")
     assert model.info.dtype == "bfloat16" and model.info.dtype_check is None
+
+
+# --- a deterministic verdict (issue 13 item 5, issue 20 item 1)
+
+
+def test_free_memory_is_mem_available_not_mem_free(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With a full page cache MemFree is near zero while MemAvailable is large: the guard must read the latter,
+    or it skips itself on the second load of the same weights (the first load filled the cache)."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16000000 kB\nMemFree:           90000 kB\nMemAvailable:   12000000 kB\n")
+    monkeypatch.setattr(dtype_guard, "MEMINFO", meminfo)
+    assert dtype_guard.free_memory(torch.device("cpu")) == 12000000 * 1024
+    monkeypatch.setattr(dtype_guard, "MEMINFO", tmp_path / "absent")
+    assert dtype_guard.free_memory(torch.device("cpu")) > 0  # sysconf fallback
+
+
+def test_the_guard_gives_the_same_verdict_on_every_load(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, minilm_path: Path
+) -> None:
+    """Five loads of the same weights, with the page cache 'full' (MemFree tiny): the guard runs every time and
+    reaches the same verdict with the same figures."""
+    monkeypatch.setenv("RERANKD_CPU_BF16", "1")
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemFree:           10000 kB\nMemAvailable:   12000000 kB\n")
+    monkeypatch.setattr(dtype_guard, "MEMINFO", meminfo)
+    verdicts = []
+    for _ in range(5):
+        model = Reranker.from_pretrained(str(minilm_path), device="cpu")
+        verdicts.append((model.info.dtype, model.info.dtype_check))
+    assert verdicts[0][1] is not None  # checked, not skipped
+    assert verdicts == [verdicts[0]] * 5
+    assert verdicts[0][0] == "bfloat16" and verdicts[0][1].passed
+
+
+def test_an_unchecked_reduced_dtype_says_so(
+    monkeypatch: pytest.MonkeyPatch, bert_ce: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("RERANKD_CPU_BF16", "1")
+    monkeypatch.setattr(dtype_guard, "free_memory", lambda device: 1024)
+    with caplog.at_level("WARNING", logger="rerankd.runtime.dtype_guard"):
+        model = Reranker.from_pretrained(str(bert_ce), device="cpu")
+    assert model.info.dtype == "bfloat16" and model.info.dtype_check is None
+    (record,) = [r for r in caplog.records if r.name == "rerankd.runtime.dtype_guard"]
+    assert "no room to check the reduced dtype" in record.getMessage() and "loading it unchecked" in record.getMessage()
+
+
+def test_the_guard_fallback_names_the_failed_criteria(caplog: pytest.LogCaptureFixture) -> None:
+    state = {"dtype": torch.float32}
+    scores = {torch.float32: [0.1, 0.5, 0.9, 0.3], torch.bfloat16: [0.1, 0.5, 0.9, 0.4]}
+
+    def cast(dtype: torch.dtype) -> None:
+        state["dtype"] = dtype
+
+    with caplog.at_level("WARNING", logger="rerankd.runtime.dtype_guard"):
+        chosen, agreement = guard_reduced_precision(lambda: scores[state["dtype"]], cast, torch.bfloat16)
+    assert chosen is torch.float32 and not agreement.passed
+    assert agreement.relative_error == pytest.approx(0.1 / 0.8)
+    assert agreement.failures == ("max error 12.50% of the spread", "mean relative error 8.33% on meaningful scores")
+    assert "max error 12.50% of the spread" in caplog.text

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, cast
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -80,12 +80,16 @@ def compare(
     embeddings: Annotated[
         bool, typer.Option("--embeddings", help="Compare embeddings (bi-encoders) instead of scores.")
     ] = False,
-    min_cosine: Annotated[float, typer.Option(help="PASS needs cosine above this.")] = 0.99,
-    max_rel_error: Annotated[float, typer.Option(help="PASS needs mean relative error below this (0.01 = 1%).")] = 0.01,
-    rel_error_on: Annotated[str, typer.Option(help="Relative error for PASS on 'all' or 'active' values.")] = "all",
-    active_floor: Annotated[float, typer.Option(help="Active values: |A| above this.")] = 1e-3,
-    min_spearman: Annotated[float | None, typer.Option(help="Optional: PASS needs Spearman above this.")] = None,
-    min_overlap: Annotated[float | None, typer.Option(help="Optional: PASS needs top-k overlap above this.")] = None,
+    min_spearman: Annotated[float, typer.Option(help="PASS: mean Spearman per query at least this.")] = 0.98,
+    max_spread_error: Annotated[float, typer.Option(help="PASS: max |B-A| at most this share of A's spread.")] = 0.02,
+    max_rel_error: Annotated[
+        float, typer.Option(help="PASS: mean |B-A|/|A| over meaningful values at most this (0.01 = 1%).")
+    ] = 0.01,
+    meaningful: Annotated[
+        float, typer.Option(help="Meaningful values for relative error: |A| >= this share of the spread.")
+    ] = 0.1,
+    min_cosine: Annotated[float, typer.Option(help="--embeddings: PASS needs every input's cosine >= this.")] = 0.99,
+    min_overlap: Annotated[float | None, typer.Option(help="Optional: PASS needs top-k overlap >= this.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="k of the top-k overlap.")] = 3,
     as_json: JsonOpt = False,
     output: OutputOpt = None,
@@ -104,7 +108,9 @@ def compare(
 
     Example: --a dtype=float32 --b dtype=bfloat16. Reports cosine, MAE, RMSE, relative error, rank agreement.
 
-    PASS needs cosine > 0.99 and mean relative error < 1% (by default). Exits 1 on FAIL.
+    PASS is the rule dtype="auto" uses too (docs/evaluation.md): Spearman >= 0.98 per query on average, no
+    score off by more than 2% of the spread, mean relative error <= 1% where |A| >= 10% of the spread.
+    Exits 1 on FAIL.
     """
     from rerankd.evaluation import Thresholds, compare_configurations, parse_configuration
     from rerankd.evaluation.plots import plot_precision
@@ -121,10 +127,14 @@ def compare(
         backend=backend,
         quantize=quantize,
     )
-    if rel_error_on not in ("all", "active"):
-        fail("--rel-error-on must be 'all' or 'active'")
-    basis = cast(Literal["all", "active"], rel_error_on)
-    thresholds = Thresholds(min_cosine, max_rel_error, basis, active_floor, min_spearman, min_overlap)
+    thresholds = Thresholds(
+        min_spearman=min_spearman,
+        max_spread_error=max_spread_error,
+        max_relative_error=max_rel_error,
+        meaningful_fraction=meaningful,
+        min_cosine=min_cosine,
+        min_top_k_overlap=min_overlap,
+    )
     base = load_base(settings)
     configs = [
         parse_configuration(f"{name}: {', '.join(items)}" if items else name, base, items or [])

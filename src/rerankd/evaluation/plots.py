@@ -109,18 +109,19 @@ def _relative_errors(axes: Axes, a: np.ndarray, b: np.ndarray, report: Precision
     magnitude = np.abs(a)
     relative = np.abs(b - a) / np.maximum(magnitude, 1e-12)
     axes.scatter(np.maximum(magnitude, 1e-12), np.maximum(relative, 1e-9), s=8, alpha=0.5, edgecolors="none")
-    floor = report.thresholds.active_floor
-    limit = report.thresholds.max_mean_relative_error
-    axes.axvline(floor, color="tab:orange", linewidth=1.0, label=f"active floor |A| = {floor:g}")
+    floor = report.thresholds.meaningful_fraction * float(np.ptp(a))
+    limit = report.thresholds.max_relative_error
+    label = f"meaningful: |A| >= {report.thresholds.meaningful_fraction:.0%} of spread = {floor:.3g}"
+    axes.axvline(max(floor, 1e-12), color="tab:orange", linewidth=1.0, label=label)
     axes.axhline(limit, color="tab:red", linewidth=1.0, linestyle="--", label=f"mean rel. error limit {limit:.0%}")
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("|A|")
     axes.set_ylabel("|B - A| / |A|  (exact zeros at 1e-9)")
-    active = report.overall.mean_relative_error_active
+    active = report.overall.mean_relative_error_meaningful
     active_text = "-" if active is None else f"{active:.4%}"
     axes.set_title(
-        f"relative error: mean {report.overall.mean_relative_error:.4%} (all), {active_text} (active)", fontsize=10
+        f"relative error: mean {report.overall.mean_relative_error:.4%} (all), {active_text} (meaningful)", fontsize=10
     )
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)

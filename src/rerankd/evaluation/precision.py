@@ -1,13 +1,13 @@
 """Numerical agreement of two deployments' outputs (scores or embeddings) for the same inputs.
 
-The measures and the PASS rule follow the NPU-vs-CPU precision reports users already write: cosine
-similarity, MAE, RMSE, mean and max relative error, with PASS when the cosine similarity is above 0.99 and
-the mean relative error below 1 %. Output A is the reference: relative error is ``|b - a| / |a|``.
-
-Relative error explodes where the reference is (near) zero — a 1e-8 absolute error on a 1e-10 value is
-"100 %" — so it is also reported on the *active* values only, ``|a| > active_floor`` (1e-3 by default).
-For scores, each input is one query with its documents, and ranking agreement (Spearman, Kendall tau-b,
-top-k overlap) is reported per query and averaged.
+The report keeps the figures of the NPU-vs-CPU precision reports users already write: cosine similarity, MAE,
+RMSE, mean and max relative error (``|b - a| / |a|``, output A being the reference). PASS/FAIL does not rest on
+them: it is the rule the ``dtype="auto"`` guard applies too (:mod:`rerankd.runtime.acceptance`; docs/evaluation.md):
+rank agreement, error relative to the score spread, and relative error only over *meaningful* values
+(``|a|`` at least 10 % of the spread; near zero a relative error explodes and says nothing about a ranking).
+For scores, each input is one query with its documents, and ranking agreement (Spearman, Kendall tau-b, top-k
+overlap) is reported per query and averaged. Embeddings pass on their cosine to the reference (every input)
+plus the spread and meaningful-relative-error criteria over their components.
 """
 
 from __future__ import annotations
@@ -21,22 +21,19 @@ import numpy as np
 
 from rerankd.errors import InvalidInput
 from rerankd.evaluation.dependencies import import_eval_module
+from rerankd.runtime.acceptance import PrecisionRule, judge
 
 ZERO_GUARD = 1e-12
 Kind = Literal["scores", "embeddings"]
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    """PASS needs ``cosine > min_cosine`` and mean relative error ``< max_mean_relative_error`` (a fraction:
-    0.01 is 1 %), computed on ``relative_error_on`` values ("all", or "active": ``|a| > active_floor``).
-    The optional ranking thresholds only apply to scores."""
+class Thresholds(PrecisionRule):
+    """The shared acceptance rule (:class:`~rerankd.runtime.acceptance.PrecisionRule`: ``min_spearman``,
+    ``max_spread_error``, ``max_relative_error`` on meaningful values, ``meaningful_fraction``) plus what only
+    ``compare`` checks: ``min_cosine`` (per input, embeddings) and an optional ``min_top_k_overlap`` (scores)."""
 
     min_cosine: float = 0.99
-    max_mean_relative_error: float = 0.01
-    relative_error_on: Literal["all", "active"] = "all"
-    active_floor: float = 1e-3
-    min_spearman: float | None = None
     min_top_k_overlap: float | None = None
 
 
@@ -51,9 +48,10 @@ class ErrorStats:
     max_abs_error: float
     mean_relative_error: float
     max_relative_error: float
-    n_active: int
-    mean_relative_error_active: float | None
-    max_relative_error_active: float | None
+    spread_error: float  # max |b - a| / (max a - min a)
+    n_meaningful: int  # values with |a| >= meaningful_fraction x the spread
+    mean_relative_error_meaningful: float | None
+    max_relative_error_meaningful: float | None
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,7 @@ class InputComparison:
 class Check:
     name: str
     value: float | None
-    operator: Literal[">", "<"]
+    operator: Literal[">=", "<="]
     threshold: float
     passed: bool
 
@@ -133,16 +131,18 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def error_stats(
-    reference: Sequence[float] | np.ndarray, candidate: Sequence[float] | np.ndarray, active_floor: float = 1e-3
+    reference: Sequence[float] | np.ndarray, candidate: Sequence[float] | np.ndarray, meaningful_fraction: float = 0.1
 ) -> ErrorStats:
-    """Cosine, MAE, RMSE and relative errors of ``candidate`` against ``reference`` (same shape)."""
+    """Cosine, MAE, RMSE, error relative to the spread and relative errors of ``candidate`` against ``reference``
+    (same shape); the ``meaningful`` relative errors are over ``|a| >= meaningful_fraction x spread``."""
     a = np.asarray(reference, dtype=np.float64).ravel()
     b = np.asarray(candidate, dtype=np.float64).ravel()
     if a.shape != b.shape or a.size == 0:
         raise InvalidInput(f"cannot compare outputs of sizes {a.size} and {b.size}")
     absolute = np.abs(b - a)
     relative = absolute / np.maximum(np.abs(a), ZERO_GUARD)
-    active = np.abs(a) > active_floor
+    spread = float(np.ptp(a))
+    active = np.abs(a) >= meaningful_fraction * spread
     return ErrorStats(
         n=int(a.size),
         cosine=cosine_similarity(a, b),
@@ -151,9 +151,10 @@ def error_stats(
         max_abs_error=float(absolute.max()),
         mean_relative_error=float(relative.mean()),
         max_relative_error=float(relative.max()),
-        n_active=int(active.sum()),
-        mean_relative_error_active=float(relative[active].mean()) if active.any() else None,
-        max_relative_error_active=float(relative[active].max()) if active.any() else None,
+        spread_error=float(absolute.max() / spread) if spread > 0 else (0.0 if absolute.max() == 0 else math.inf),
+        n_meaningful=int(active.sum()),
+        mean_relative_error_meaningful=float(relative[active].mean()) if active.any() else None,
+        max_relative_error_meaningful=float(relative[active].max()) if active.any() else None,
     )
 
 
@@ -193,27 +194,33 @@ def mean_agreement(items: Sequence[RankAgreement], k: int) -> RankAgreement:
     )
 
 
-def run_checks(overall: ErrorStats, agreement: RankAgreement | None, thresholds: Thresholds) -> tuple[Check, ...]:
-    relative = (
-        overall.mean_relative_error if thresholds.relative_error_on == "all" else overall.mean_relative_error_active
-    )
-    checks = [
-        Check("cosine", overall.cosine, ">", thresholds.min_cosine, overall.cosine > thresholds.min_cosine),
-        Check(
-            f"mean relative error ({thresholds.relative_error_on})",
-            relative,
-            "<",
-            thresholds.max_mean_relative_error,
-            relative is not None and relative < thresholds.max_mean_relative_error,
-        ),
+def run_checks(
+    groups_a: Sequence[np.ndarray],
+    groups_b: Sequence[np.ndarray],
+    kind: Kind,
+    agreement: RankAgreement | None,
+    thresholds: Thresholds,
+    cosines: Sequence[float],
+) -> tuple[Check, ...]:
+    """PASS/FAIL by the shared rule (:func:`rerankd.runtime.acceptance.judge`), plus compare's own checks."""
+    verdict = judge(groups_a, groups_b, thresholds)
+    t = thresholds
+    meaningful = f"mean relative error (|A| >= {t.meaningful_fraction:.0%} of spread)"
+    checks = []
+    if kind == "scores":
+        rho = verdict.spearman
+        checks.append(Check("spearman (mean per query)", rho, ">=", t.min_spearman, verdict.passed_spearman))
+    else:
+        lowest = min(cosines)
+        checks.append(Check("cosine (lowest input)", lowest, ">=", t.min_cosine, lowest >= t.min_cosine))
+    checks += [
+        Check("max error / spread", verdict.spread_error, "<=", t.max_spread_error, verdict.passed_spread_error),
+        Check(meaningful, verdict.relative_error, "<=", t.max_relative_error, verdict.passed_relative_error),
     ]
-    optional = [
-        ("spearman", agreement.spearman if agreement else None, thresholds.min_spearman),
-        ("top-k overlap", agreement.top_k_overlap if agreement else None, thresholds.min_top_k_overlap),
-    ]
-    for name, value, threshold in optional:
-        if threshold is not None:
-            checks.append(Check(name, value, ">", threshold, value is not None and value > threshold))
+    if kind == "scores" and t.min_top_k_overlap is not None:
+        overlap = agreement.top_k_overlap if agreement else None
+        passed = overlap is not None and overlap >= t.min_top_k_overlap
+        checks.append(Check("top-k overlap", overlap, ">=", t.min_top_k_overlap, passed))
     return tuple(checks)
 
 
@@ -237,11 +244,11 @@ def compare_outputs(
     arrays_a = [np.asarray(a, dtype=np.float64).ravel() for a in groups_a]
     arrays_b = [np.asarray(b, dtype=np.float64).ravel() for b in groups_b]
     for label, a, b in zip(labels, arrays_a, arrays_b, strict=True):
-        stats = error_stats(a, b, limits.active_floor)
+        stats = error_stats(a, b, limits.meaningful_fraction)
         agreement = rank_agreement(a, b, top_k) if kind == "scores" else None
         inputs.append(InputComparison(label, stats, agreement))
     flat_a, flat_b = np.concatenate(arrays_a), np.concatenate(arrays_b)
-    overall = error_stats(flat_a, flat_b, limits.active_floor)
+    overall = error_stats(flat_a, flat_b, limits.meaningful_fraction)
     agreement = mean_agreement([i.agreement for i in inputs if i.agreement], top_k) if kind == "scores" else None
     return PrecisionReport(
         kind=kind,
@@ -252,7 +259,7 @@ def compare_outputs(
         mean_input_cosine=float(np.mean([item.stats.cosine for item in inputs])),
         agreement=agreement,
         thresholds=limits,
-        checks=run_checks(overall, agreement, limits),
+        checks=run_checks(arrays_a, arrays_b, kind, agreement, limits, [i.stats.cosine for i in inputs]),
         values_a=tuple(flat_a.tolist()),
         values_b=tuple(flat_b.tolist()),
         seconds_a=seconds[0],

@@ -104,29 +104,33 @@ def precision_summary_table(report: PrecisionReport) -> Table:
     table.add_column("verdict")
     checked = {check.name: check for check in report.checks}
     o = report.overall
+    meaningful = f"mean relative error (|A| >= {report.thresholds.meaningful_fraction:.0%} of spread)"
     rows: list[tuple[str, str]] = [
         ("cosine", f"{o.cosine:.6f}"),
         ("mean per-input cosine", f"{report.mean_input_cosine:.6f}"),
+        ("cosine (lowest input)", f"{min(i.stats.cosine for i in report.inputs):.6f}"),
         ("MAE", f"{o.mae:.3e}"),
         ("RMSE", f"{o.rmse:.3e}"),
         ("max abs error", f"{o.max_abs_error:.3e}"),
+        ("max error / spread", f"{o.spread_error:.4%}"),
         ("mean relative error (all)", f"{o.mean_relative_error:.4%}"),
         ("max relative error (all)", f"{o.max_relative_error:.4%}"),
-        ("mean relative error (active)", _number(o.mean_relative_error_active, ".4%")),
-        ("max relative error (active)", _number(o.max_relative_error_active, ".4%")),
+        (meaningful, _number(o.mean_relative_error_meaningful, ".4%")),
+        ("max relative error (meaningful)", _number(o.max_relative_error_meaningful, ".4%")),
     ]
+    table.caption = "PASS rule shared with dtype='auto' (docs/evaluation.md)"
     if report.agreement is not None:
         a = report.agreement
-        rows += [("spearman", _number(a.spearman)), ("kendall", _number(a.kendall))]
+        rows += [("spearman (mean per query)", _number(a.spearman)), ("kendall", _number(a.kendall))]
         rows += [("top-k overlap", _number(a.top_k_overlap, ".3f"))]
-        table.caption = f"ranking agreement: mean over queries; top-k overlap with k = {a.k}"
+        table.caption += f"; ranking agreement: mean over queries; top-k overlap with k = {a.k}"
     for name, value in rows:
         check = checked.get(name)
         if check is None:
             table.add_row(name, value, "", "")
         else:
             ok = "[green]pass[/]" if check.passed else "[red]fail[/]"
-            limit = f"{check.threshold:.2%}" if "relative" in name else f"{check.threshold:g}"
+            limit = f"{check.threshold:.2%}" if "relative" in name or "spread" in name else f"{check.threshold:g}"
             table.add_row(name, value, f"{check.operator} {limit}", ok)
     return table
 
