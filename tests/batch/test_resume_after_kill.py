@@ -47,7 +47,7 @@ def test_sigkill_mid_run_then_restart_gives_the_uninterrupted_output(tmp_path: P
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     job = subprocess.Popen([exe, *command(bert_ce, source, output)], env=env, stderr=subprocess.PIPE, text=True)
     state = tmp_path / "out.jsonl.rerankd-job"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 400
     while not (progress_on_disk(state)[0] >= 1 and progress_on_disk(state)[1] >= 1):  # a shard done, one underway
         assert job.poll() is None, f"the job ended before it could be killed: {job.stderr.read() if job.stderr else ''}"
         assert time.monotonic() < deadline, "the job made no progress"
@@ -59,7 +59,7 @@ def test_sigkill_mid_run_then_restart_gives_the_uninterrupted_output(tmp_path: P
     shards, steps = progress_on_disk(state)
 
     again = subprocess.run([exe, *command(bert_ce, source, output)], env=env, capture_output=True, text=True,
-                           timeout=240, check=False)  # fmt: skip
+                           timeout=480, check=False)  # fmt: skip
     assert again.returncode == 0, again.stderr
     resumed = int(re.search(r"resuming: ([\d,]+) of 1,200", again.stderr).group(1).replace(",", ""))  # type: ignore[union-attr]
     assert resumed == shards + steps and shards > 0 and steps > 0  # exactly what was on disk when it was killed
