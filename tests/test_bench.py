@@ -69,3 +69,40 @@ def test_flop_count_leaves_out_the_skipped_last_layer_rows(bert_ce: Path) -> Non
     expected = 3 * 39 * (2 * first_only + 4 * hidden * 40) / 1e9
     assert full is not None and trimmed is not None
     assert full - trimmed == pytest.approx(expected, rel=1e-9)
+
+
+def test_peak_is_probed_with_the_model_gemms_between_passes(bert_ce: Path) -> None:
+    from rerankd.bench.run import model_gemms
+
+    report = run_bench(str(bert_ce), LoadOptions(device="cpu", dtype="float32"), "rerank-100", runs=2)
+    assert report.peak_trials == 3  # before each pass and after the last
+    from rerankd import Reranker
+
+    reranker = Reranker.from_pretrained(str(bert_ce), device="cpu", dtype="float32")
+    hidden = reranker.family.model.config.hidden_size  # type: ignore[union-attr]
+    intermediate = reranker.family.model.config.intermediate_size  # type: ignore[union-attr]
+    gemms = model_gemms(reranker, [128] * 100)
+    assert gemms is not None
+    tokens = gemms[0][0]
+    assert tokens == 128 * min(100, reranker.budget.max_tokens // 128, reranker.budget.max_batch_size)
+    assert gemms[0] == (tokens, hidden, hidden) and len(gemms) == 6
+    assert abs(gemms[4][2] - intermediate) <= intermediate * 0.1  # derived from the parameter count
+    assert report.peak_shapes.startswith(f"{tokens}x{hidden} @ {hidden}x{hidden}")
+    assert report.peak_reliable == (report.peak_fraction is not None and report.peak_fraction <= 1.0)
+
+
+def test_a_fraction_above_the_peak_is_flagged(monkeypatch: pytest.MonkeyPatch, bert_ce: Path) -> None:
+    from dataclasses import replace
+
+    import rerankd.bench.run as bench_run
+
+    real = run_bench(str(bert_ce), LoadOptions(device="cpu", dtype="float32"), "rerank-100", runs=1)
+    figures = {"achieved_gflops": 131.9, "matmul_peak_gflops": 85.0, "peak_fraction": 131.9 / 85.0}
+    fast = replace(real, **figures, peak_reliable=False)  # the figures
+    monkeypatch.setattr(bench_run, "run_bench", lambda *a, **k: fast)
+    result = CliRunner().invoke(app, ["bench", str(bert_ce), "--runs", "1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if "fraction of peak" in line)
+    assert "155%" in line and "probe unreliable" in line
+    payload = CliRunner().invoke(app, ["bench", str(bert_ce), "--runs", "1", "--json"]).output
+    assert json.loads(payload[payload.index("{") :])["peak_reliable"] is False

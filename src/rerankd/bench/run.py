@@ -5,6 +5,12 @@ Achieved GFLOP/s counts the dense work only: 2 x (non-embedding parameters) x (c
 included) per forward pass, plus the attention products 4 x layers x hidden x sum(seq^2), less what a
 position-0-only last layer skips; it is an estimate. It is left out (n/a) for the ONNX backend and for int8,
 whose arithmetic the float matmul peak does not describe.
+
+The peak it is compared with is measured with the model's own GEMM shapes (the largest planned batch's tokens
+times hidden x hidden, hidden x intermediate and intermediate x hidden, weighted as one encoder layer), in the
+model's dtype, as the best of several short trials interleaved with the timed passes: on a shared machine a
+noisy moment lowers one trial, not the peak. If the model still runs faster than the probe (fraction > 100%),
+the report says the probe is unreliable (``peak_reliable: false``) instead of printing the fraction bare.
 """
 
 from __future__ import annotations
@@ -49,30 +55,85 @@ class BenchReport:
     achieved_gflops: float | None
     matmul_peak_gflops: float
     peak_fraction: float | None
+    peak_trials: int = 1
+    peak_shapes: str = ""  # the GEMMs the peak was measured with, e.g. "1024x384 @ 384x384, ..."
+    peak_reliable: bool = True  # False when the model ran faster than the measured peak
+
+    @property
+    def peak_note(self) -> str | None:
+        """Why the fraction of peak cannot be trusted, or None."""
+        if self.peak_reliable:
+            return None
+        return "probe unreliable: the model ran faster than the measured peak (busy machine during the probe?)"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+Gemm = tuple[int, int, int]  # (m, k, n): an (m x k) @ (k x n) product
+
+
 def matmul_peak_gflops(
-    dtype: torch.dtype, device: torch.device, seconds: float = 0.3, sizes: Sequence[int] = (1024, 2048), trials: int = 3
+    dtype: torch.dtype,
+    device: torch.device,
+    seconds: float = 0.3,
+    sizes: Sequence[int] = (1024, 2048),
+    trials: int = 3,
+    shapes: Sequence[Gemm] | None = None,
 ) -> float:
-    """Measured dense matmul throughput for ``dtype`` on ``device`` (the roofline bench numbers compare to): the
-    best of ``trials`` timed loops over square matmuls of each size, so a noisy moment does not lower the peak."""
-    best = 0.0
-    for size in sizes:
-        a = torch.randn(size, size, device=device).to(dtype)
-        b = torch.randn(size, size, device=device).to(dtype)
-        a @ b  # warm-up
-        for _ in range(trials):
-            count, start = 0, time.perf_counter()
-            while count == 0 or time.perf_counter() - start < seconds:
-                a @ b
-                count += 1
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = max(best, 2 * size**3 * count / (time.perf_counter() - start) / 1e9)
-    return best
+    """Measured dense matmul throughput for ``dtype`` on ``device``: the best of ``trials`` timed loops over
+    ``shapes`` (default: square matmuls of each of ``sizes``)."""
+    gemms = list(shapes) if shapes else [(size, size, size) for size in sizes]
+    probe = PeakProbe(gemms, dtype, device, seconds)
+    for _ in range(trials):
+        probe.trial()
+    return probe.best
+
+
+class PeakProbe:
+    """Timed loops over a fixed set of GEMMs; :meth:`trial` can be called between other work (interleaving)."""
+
+    def __init__(self, gemms: Sequence[Gemm], dtype: torch.dtype, device: torch.device, seconds: float) -> None:
+        self.device, self.seconds = device, seconds
+        self.pairs = [
+            (torch.randn(m, k, device=device).to(dtype), torch.randn(k, n, device=device).to(dtype))
+            for m, k, n in gemms
+        ]
+        self.flops = sum(2 * m * k * n for m, k, n in gemms)
+        self.best = 0.0
+        self.trials = 0
+        self._round()  # warm-up
+
+    def _round(self) -> None:
+        for a, b in self.pairs:
+            a @ b
+
+    def trial(self) -> float:
+        count, start = 0, time.perf_counter()
+        while count == 0 or time.perf_counter() - start < self.seconds:
+            self._round()
+            count += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        gflops = self.flops * count / (time.perf_counter() - start) / 1e9
+        self.best, self.trials = max(self.best, gflops), self.trials + 1
+        return gflops
+
+
+def model_gemms(reranker: Reranker, lengths: list[int]) -> list[Gemm] | None:
+    """One encoder layer's GEMMs at the largest planned batch: Q, K, V and output (hidden x hidden) and the
+    feed-forward pair (hidden x intermediate, intermediate x hidden); None when the family declares no shape."""
+    estimate = reranker.model.spec.capabilities.compute_shape
+    shape = estimate(reranker.family) if estimate is not None else None
+    if shape is None or shape.layers <= 0 or shape.hidden <= 0:
+        return None
+    plan = plan_batches(lengths, reranker.budget, reranker.family.limits.pad_to_multiple_of)
+    tokens = max(max(lengths[i] for i in batch) * len(batch) for batch in plan)
+    hidden, layers = shape.hidden, shape.layers
+    # per layer: 4H^2 + 2HI weights, 9H + I biases and norms; once: a pooler or classifier dense layer (H^2 + H)
+    per_layer = (shape.parameters - hidden * hidden - hidden) / layers - 4 * hidden * hidden - 9 * hidden
+    intermediate = max(hidden, round(per_layer / (2 * hidden + 1)))
+    return [(tokens, hidden, hidden)] * 4 + [(tokens, hidden, intermediate), (tokens, intermediate, hidden)]
 
 
 def _encoded_lengths(reranker: Reranker, workload: Workload) -> list[int]:
@@ -111,7 +172,8 @@ def run_bench(
     runs: int = 3,
     progress: Progress | None = None,
 ) -> BenchReport:
-    """Load ``model`` as ``load`` says and time ``runs`` passes over ``workload``."""
+    """Load ``model`` as ``load`` says and time ``runs`` passes over ``workload``, with a peak-probe trial
+    before each pass and after the last."""
     work = WORKLOADS[workload]()
     started = time.perf_counter()
     reranker = Reranker.from_pretrained(model, load)
@@ -120,21 +182,19 @@ def run_bench(
     reranker.rank(work.queries[0], work.documents[0][:1])
     first_result_s = load_s + time.perf_counter() - first
     reranker.rank(work.queries[0], work.documents[0])  # warm-up at full size
-    latencies: list[float] = []
-    total = 0.0
-    for _ in range(runs):
-        for query, docs in zip(work.queries, work.documents, strict=True):
-            tick = time.perf_counter()
-            reranker.rank(query, docs)
-            latencies.append(time.perf_counter() - tick)
-            total += latencies[-1]
-            if progress is not None:
-                progress(1)
     lengths = _encoded_lengths(reranker, work)
-    waste, gflop = _work(reranker, lengths)
+    gemms = model_gemms(reranker, lengths) or [(size, size, size) for size in (1024, 2048)]
     device = torch.device(reranker.info.device)
-    peak = matmul_peak_gflops(getattr(torch, reranker.info.dtype), device)
+    probe = PeakProbe(gemms, getattr(torch, reranker.info.dtype), device, seconds=0.2)
+    latencies: list[float] = []
+    for _ in range(runs):
+        probe.trial()
+        latencies += _timed_pass(reranker, work, progress)
+    probe.trial()
+    total = sum(latencies)
+    waste, gflop = _work(reranker, lengths)
     achieved = gflop * runs / total if gflop is not None else None
+    fraction = achieved / probe.best if achieved is not None else None
     return BenchReport(
         model=model,
         family=reranker.info.family,
@@ -154,9 +214,24 @@ def run_bench(
         tokens_per_pair=sum(lengths) / len(lengths),
         padding_waste=waste,
         achieved_gflops=achieved,
-        matmul_peak_gflops=peak,
-        peak_fraction=achieved / peak if achieved is not None else None,
+        matmul_peak_gflops=probe.best,
+        peak_fraction=fraction,
+        peak_trials=probe.trials,
+        peak_shapes=", ".join(f"{m}x{k} @ {k}x{n}" for m, k, n in dict.fromkeys(gemms)),
+        peak_reliable=fraction is None or fraction <= 1.0,
     )
+
+
+def _timed_pass(reranker: Reranker, work: Workload, progress: Progress | None) -> list[float]:
+    """One pass over the workload: the latency of each query's rank call."""
+    latencies = []
+    for query, docs in zip(work.queries, work.documents, strict=True):
+        tick = time.perf_counter()
+        reranker.rank(query, docs)
+        latencies.append(time.perf_counter() - tick)
+        if progress is not None:
+            progress(1)
+    return latencies
 
 
 def _percentile(values: list[float], q: float) -> float:

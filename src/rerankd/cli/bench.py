@@ -80,5 +80,12 @@ def bench(
     table.add_column("value", justify="right")
     values = report.as_dict()
     for label, key, fmt in ROWS:
-        table.add_row(label, "n/a" if values[key] is None else fmt.format(values[key]))
+        text = "n/a" if values[key] is None else fmt.format(values[key])
+        if key == "matmul_peak_gflops":
+            label = f"matmul peak (model GEMMs, best of {report.peak_trials})"
+        if key == "peak_fraction" and report.peak_note is not None:
+            text = f"[bold yellow]{text} ⚠ {report.peak_note}[/]"  # never a bare fraction above 100%
+        table.add_row(label, text)
     console.print(table)
+    if report.peak_shapes:
+        console.print(f"peak measured on {report.peak_shapes} ({report.dtype})", soft_wrap=True, highlight=False)
