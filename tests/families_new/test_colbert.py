@@ -127,3 +127,19 @@ def test_golden_scores(colbert_path: Path) -> None:
     pairs = _pairs()
     got = _load(colbert_path).score([pairs[i] for i in GOLDEN])
     assert np.allclose(got, list(GOLDEN.values()), atol=1e-4), got
+
+
+def test_cache_is_emptied_when_the_weights_change_dtype(colbert_path: Path) -> None:
+    """The dtype="auto" guard scores its probe in float32, casts, and scores again: no float32 vector may be reused."""
+    import torch
+
+    from rerankd.families.base import cast_parameters
+
+    reranker = _load(colbert_path)
+    pairs = [(QUERY, d) for d in _docs()[:4]]
+    fp32 = np.array(reranker.score(pairs))
+    cache = reranker.family.cache
+    cast_parameters(reranker.family.weights(), torch.bfloat16)
+    bf16 = np.array(reranker.score(pairs))
+    assert cache.misses == 8 and len(cache) == 4
+    assert 0 < np.abs(bf16 - fp32).max() < 0.05 * np.abs(fp32).max()

@@ -123,6 +123,10 @@ class BgeM3Family:
     def weights(self) -> torch.nn.Module:
         return self.network
 
+    def weights_version(self) -> object:
+        """What cached document vectors depend on besides the ids: the weights' dtype (the guard may cast them)."""
+        return next(self.network.parameters()).dtype
+
     def _encode(self, texts: Sequence[str], limit: int) -> list[Encoded]:
         out = []
         for enc in encode_plain(self.backend, texts):
@@ -181,7 +185,7 @@ class BgeM3Family:
         w_dense, w_sparse, w_multi = self.call_weights(call)
         parts = split(batch)
         queries = self.vectors(parts.queries)
-        documents = self.cache.get_many(parts.documents, self.vectors)
+        documents = self.cache.get_many(parts.documents, self.vectors, version=self.weights_version())
         lexicon = torch.zeros((len(queries), self.vocab_size))
         for row, vectors in enumerate(queries):
             lexicon[row, _full(vectors).sparse_ids] = _full(vectors).sparse_weights

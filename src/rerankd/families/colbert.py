@@ -136,6 +136,10 @@ class ColbertFamily:
     def weights(self) -> torch.nn.Module:
         return self.network
 
+    def weights_version(self) -> object:
+        """What cached document vectors depend on besides the ids: the weights' dtype (the guard may cast them)."""
+        return next(self.network.parameters()).dtype
+
     def _encode(self, texts: Sequence[str], role: Role) -> list[Encoded]:
         s = self.settings
         marker = self.query_marker if role == "query" else self.document_marker
@@ -212,7 +216,9 @@ class ColbertFamily:
     def score(self, batch: Sequence[Encoded], call: CallOptions = DEFAULT_CALL) -> torch.Tensor:
         parts = split(batch)
         queries = self._vectors(parts.queries, query=True)
-        documents = self.cache.get_many(parts.documents, lambda rows: self._vectors(rows, query=False))
+        documents = self.cache.get_many(
+            parts.documents, lambda rows: self._vectors(rows, query=False), version=self.weights_version()
+        )
         scores = [
             maxsim(_multi(queries[q]), _multi(documents[d]))
             for q, d in zip(parts.query_of, parts.document_of, strict=True)

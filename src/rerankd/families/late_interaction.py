@@ -101,14 +101,26 @@ class VectorCache(Generic[V]):
         self.misses = 0
         self._items: OrderedDict[tuple[int, ...], tuple[V, int]] = OrderedDict()
         self._lock = threading.Lock()
+        self._version: object = None
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def get_many(self, keys: Sequence[tuple[int, ...]], compute: Callable[[list[tuple[int, ...]]], list[V]]) -> list[V]:
-        """Values for ``keys``: cached ones, and ``compute(missing keys)`` for the rest (then cached)."""
+    def get_many(
+        self,
+        keys: Sequence[tuple[int, ...]],
+        compute: Callable[[list[tuple[int, ...]]], list[V]],
+        version: object = None,
+    ) -> list[V]:
+        """Values for ``keys``: cached ones, and ``compute(missing keys)`` for the rest (then cached). A ``version``
+        different from the last call's (e.g. the weights' dtype after the ``dtype="auto"`` guard cast them) empties
+        the cache first: vectors of other weights are never served."""
         found: dict[tuple[int, ...], V] = {}
         with self._lock:
+            if version != self._version:
+                self._items.clear()
+                self.bytes = 0
+                self._version = version
             for key in keys:
                 entry = self._items.get(key)
                 if entry is not None:
