@@ -24,7 +24,7 @@ def test_local_folder_and_detection(bert_ce: Path, minilm_path: Path) -> None:
 
 
 def test_unknown_hub_id_offline_is_model_not_found() -> None:
-    with pytest.raises(ModelNotFound, match="not in the Hugging Face cache .*HF_HUB_OFFLINE=1"):
+    with pytest.raises(ModelNotFound, match=r"not in the Hugging Face cache .*HF_HUB_OFFLINE=1"):
         resolve_model("nobody/no-such-reranker", local_files_only=True)
 
 

@@ -278,7 +278,7 @@ def test_sheddable_work_waits_its_turn_and_gives_its_room_up() -> None:
         served = asyncio.create_task(scheduler.submit(items(700, 8), "k"))  # fits next to the optional work
         assert (await served)[:, 0].tolist() == expected(items(700, 8))
         assert (await optional)[:, 0].tolist() == expected(items(600, 9))
-        served_done = max(n for n, (ids, _) in enumerate(forward.batches) if any(700 <= i for i in ids))
+        served_done = max(n for n, (ids, _) in enumerate(forward.batches) if any(i >= 700 for i in ids))
         first_optional = min(n for n, (ids, _) in enumerate(forward.batches) if any(600 <= i < 700 for i in ids))
         assert first_optional > served_done  # the served request went first although it arrived later
         await blocker
