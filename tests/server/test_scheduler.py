@@ -15,6 +15,7 @@ import torch
 
 from rerankd.errors import DeadlineExceeded, NotReady, OutOfMemory, Overloaded, PayloadTooLarge
 from rerankd.families.base import Encoded, FamilyLimits
+from rerankd.runtime.activity import DeviceActivity
 from rerankd.runtime.planner import TokenBudget
 from rerankd.runtime.scheduler import Scheduler, SchedulerConfig
 
@@ -296,5 +297,32 @@ def test_sheddable_work_waits_its_turn_and_gives_its_room_up() -> None:
         await busy
         await scheduler.close()
         await scheduler2.close()
+
+    asyncio.run(main())
+
+
+def test_optional_work_on_another_model_waits_for_the_devices_served_work() -> None:
+    """A shadow model's scheduler shares the device with the served model's: its optional work starts only after
+    the device has had no served request for ``quiet_s``, and runs in pools of a quarter of the budget."""
+
+    async def main() -> None:
+        activity = DeviceActivity(quiet_s=0.1)
+        served_forward, shadow_forward = RecordingForward(delay=0.02), RecordingForward()
+        served = Scheduler(served_forward, config(max_tokens=8 * 8, max_batch=8), name="served", activity=activity)
+        shadow = Scheduler(shadow_forward, config(max_tokens=8 * 8, max_batch=8), name="shadow", activity=activity)
+        served.start()
+        shadow.start()
+        busy = [asyncio.create_task(served.submit(items(100 * n, 8), "k")) for n in range(1, 4)]
+        await asyncio.sleep(0.005)
+        optional = asyncio.create_task(shadow.submit(items(900, 8), "k", sheddable=True))
+        await asyncio.gather(*busy)
+        ended = time.monotonic()
+        assert shadow_forward.batches == []  # nothing optional ran while the other model served
+        assert (await optional)[:, 0].tolist() == expected(items(900, 8))
+        assert time.monotonic() - ended >= 0.09  # it waited for the quiet period after the last served request
+        assert max(len(ids) for ids, _ in shadow_forward.batches) <= 2  # 8 rows / OPTIONAL_SHARE
+        assert activity.busy == 0
+        await served.close()
+        await shadow.close()
 
     asyncio.run(main())

@@ -20,6 +20,7 @@ score means.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -31,12 +32,14 @@ import torch
 
 from rerankd.errors import DeadlineExceeded, NotReady, Overloaded, PayloadTooLarge
 from rerankd.families.base import BatchKey, Encoded
+from rerankd.runtime.activity import DeviceActivity
 from rerankd.runtime.planner import TokenBudget, padded_length, plan_batches
 from rerankd.runtime.worker import Worker, forward_splitting_on_oom
 
 logger = logging.getLogger(__name__)
 
 OLDEST_SHARE = 4  # the oldest ticket gets 1/OLDEST_SHARE of each pool
+OPTIONAL_SHARE = 4  # a pool of optional work only is 1/OPTIONAL_SHARE of the budget: served arrivals wait less
 
 
 class SchedulerObserver(Protocol):
@@ -112,8 +115,10 @@ class Scheduler:
         *,
         observer: SchedulerObserver | None = None,
         name: str = "",
+        activity: DeviceActivity | None = None,
     ) -> None:
         self._worker = worker
+        self._activity = activity or DeviceActivity()  # shared by the schedulers of one device
         self.config = config
         self.name = name
         self._observer = observer or NullObserver()
@@ -168,6 +173,8 @@ class Scheduler:
         self._observer.depth(self._queued)
         self._wakeup.set()
         limit = timeout_s if timeout_s is not None else self.config.timeout_s
+        if not sheddable:
+            self._activity.enter()
         try:
             return await asyncio.wait_for(ticket.future, limit)
         except asyncio.TimeoutError:
@@ -177,6 +184,8 @@ class Scheduler:
                 retry_after_s=self.config.retry_after_s,
             ) from None
         finally:
+            if not sheddable:
+                self._activity.leave()
             if not ticket.finished:
                 self._drop(ticket)
 
@@ -262,6 +271,9 @@ class Scheduler:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            if all(t.sheddable for t in self._tickets) and (quiet := self._activity.quiet_for()) > 0:
+                await self._wait_wakeup(quiet)  # optional work only: after the device has had no served work
+                continue
             pool = self._cut_pool()
             self._observer.depth(self._queued)
             self._in_flight += len(pool)
@@ -270,6 +282,11 @@ class Scheduler:
             finally:
                 self._in_flight -= len(pool)
                 self._update_idle()
+
+    async def _wait_wakeup(self, seconds: float) -> None:
+        self._wakeup.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
 
     def _next_key(self) -> BatchKey:
         pending = [t for t in self._tickets if not t.sheddable] or self._tickets  # optional work waits its turn
@@ -287,6 +304,9 @@ class Scheduler:
             group = [t for t in group if not t.sheddable]
         oldest = min(group, key=lambda t: t.arrival)
         budget, multiple = self.config.budget, self._worker.limits.pad_to_multiple_of
+        rows, tokens = budget.max_batch_size, budget.max_tokens
+        if group[0].sheddable:  # optional work only: a smaller pool, so a served arrival waits less behind it
+            rows, tokens = max(1, rows // OPTIONAL_SHARE), max(1, tokens // OPTIONAL_SHARE)
         pool: list[Member] = []
         width = 0
 
@@ -296,11 +316,11 @@ class Scheduler:
             for _ in range(most):
                 if ticket.remaining == 0:
                     return True
-                if len(pool) >= budget.max_batch_size or (len(pool) + 1) * width > budget.max_tokens:
+                if len(pool) >= rows or (len(pool) + 1) * width > tokens:
                     return False
                 position = ticket.order[ticket.taken]
                 new_width = max(width, padded_length(len(ticket.items[position]), multiple))
-                if pool and (len(pool) + 1) * new_width > budget.max_tokens:
+                if pool and (len(pool) + 1) * new_width > tokens:
                     return True  # too wide for this pool: try the other tickets' (shorter) items
                 pool.append((ticket, position))
                 ticket.taken += 1
@@ -310,7 +330,7 @@ class Scheduler:
         now = time.monotonic()
         if oldest is not group[0]:
             first_len = max(len(oldest.items[oldest.order[oldest.taken]]), 1)
-            take(oldest, max(1, min(budget.max_batch_size, budget.max_tokens // first_len) // OLDEST_SHARE))
+            take(oldest, max(1, min(rows, tokens // first_len) // OLDEST_SHARE))
         for ticket in group:
             if not take(ticket, ticket.remaining):
                 break

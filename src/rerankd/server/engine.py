@@ -22,6 +22,7 @@ import torch
 from rerankd.errors import DeadlineExceeded, InvalidInput, ModelNotFound, NotReady, PayloadTooLarge
 from rerankd.jobs import Budget, ScoreOptions, ScoringJob, describe_cut, primary_score
 from rerankd.reranker import Reranker
+from rerankd.runtime.activity import DeviceActivities
 from rerankd.runtime.scheduler import Scheduler, SchedulerConfig
 from rerankd.server.admin.feedback import FeedbackBook, ServedStore
 from rerankd.server.admin.traffic import Traffic
@@ -75,6 +76,7 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.activities = DeviceActivities()  # optional work on a device waits for its served work
         self.cache: ScoreCache = cache if cache is not None else NoCache()
         self.preloaded = preloaded
         names = list(preloaded) if preloaded else [name for name, _ in settings.served_models()]
@@ -157,7 +159,13 @@ class Engine:
             timeout_s=self.settings.request_timeout_s,
             retry_after_s=float(self.settings.retry_after_s),
         )
-        scheduler = Scheduler(reranker.worker, config, observer=self.metrics.observer(name), name=name)
+        scheduler = Scheduler(
+            reranker.worker,
+            config,
+            observer=self.metrics.observer(name),
+            name=name,
+            activity=self.activities.get(reranker.info.device),
+        )
         scheduler.start()
         info = reranker.info
         identity = (info.path, info.family, info.max_length, info.dtype, info.backend, info.quantize)
