@@ -6,11 +6,13 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from rerankd.cli.app import app, console, fail
 
-admin_app = typer.Typer(help="Change a running server's traffic and read its online A/B report (needs --admin-key).")
+admin_app = typer.Typer(
+    help="Change a running server's traffic and read its online A/B report (needs --admin-key).",
+    rich_markup_mode=None,
+)
 app.add_typer(admin_app, name="admin")
 
 
@@ -54,6 +56,8 @@ def parse_weights(text: str) -> dict[str, float]:
 
 
 def show_state(state: dict[str, Any]) -> None:
+    from rich.table import Table  # imported when used: `rerankd --help` stays fast
+
     table = Table(title="routes")
     table.add_column("route")
     table.add_column("arms (share)")
@@ -137,6 +141,8 @@ def report_command(
     if as_json:
         console.print_json(json.dumps(report))
         return
+    from rich.table import Table
+
     table = Table(title=f"{route}: online quality from feedback (k = {report['k']})")
     for column in ("arm", "events", "MRR@k", "NDCG@k", "CTR@k", "rank lift"):
         table.add_column(column, justify="right")

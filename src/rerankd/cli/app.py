@@ -24,6 +24,7 @@ app = typer.Typer(
     help="Load any text reranker, score query-document pairs, serve them.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: no markup to eat "[eval]", and no rich import (half of `--help`'s time)
 )
 console = Console()
 err_console = Console(stderr=True)
