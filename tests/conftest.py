@@ -12,6 +12,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # dtype="auto" means float32 on the CPU in tests, whatever the CPU, so pinned scores hold everywhere; the
 # bf16 branch and its guard are tested explicitly (tests/runtime/test_devices.py, test_dtype_guard.py).
 os.environ["RERANKD_CPU_BF16"] = "0"
+# The dtype guard's verdict cache is off unless a test turns it on (tests/runtime/test_guard_cache.py): a verdict
+# remembered from one test would hide the probe another test patches.
+os.environ["RERANKD_GUARD_CACHE"] = "off"
 
 from tests.tiny_models import build_cross_encoder
 

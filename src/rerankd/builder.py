@@ -25,6 +25,7 @@ from rerankd.loading import ModelFiles, Source, resolve_model
 from rerankd.registry import detect_family
 from rerankd.runtime.devices import configure_cpu_threads, resolve_device, resolve_dtype
 from rerankd.runtime.dtype_guard import PROBE_PAIRS, Agreement, check_loaded, float32_fits
+from rerankd.runtime.guard_cache import VerdictKey, recall, remember
 from rerankd.runtime.planner import TokenBudget
 from rerankd.runtime.worker import FamilyWorker, run_planned
 from rerankd.validation import check_pairs
@@ -138,6 +139,11 @@ def load_model(name: str, options: LoadOptions) -> LoadedModel:
     _check_capabilities(spec, options.model)
     check_backend(options.model, device, dtype)
     guarded = options.dtype == "auto" and options.dtype_guard and dtype != torch.float32 and not converted
+    verdict_key = _verdict_key(files, spec, options, device, dtype) if guarded else None
+    known = recall(verdict_key) if verdict_key is not None else None
+    if known is not None:  # the same weights, machine and software were judged before: no probe
+        guarded, dtype = False, known[0]
+        logger.info("dtype auto: %s (verdict remembered from an earlier load of %s)", dtype, files.path)
     guarded = guarded and float32_fits(files.path, device)
     family = spec.load(files, device, torch.float32 if guarded else dtype, options.model, fetch.trust_remote_code)
     base = default_budget(device)
@@ -151,6 +157,7 @@ def load_model(name: str, options: LoadOptions) -> LoadedModel:
         load_seconds=0.0,
         backend=options.model.backend,
         quantize=options.model.quantize,
+        dtype_check=known[1] if known is not None else None,
     )
     loaded = LoadedModel(
         spec=spec,
@@ -162,6 +169,8 @@ def load_model(name: str, options: LoadOptions) -> LoadedModel:
     )
     if guarded:
         loaded = _guard(loaded, dtype)
+        if verdict_key is not None and loaded.info.dtype_check is not None:
+            remember(verdict_key, getattr(torch, loaded.info.dtype), loaded.info.dtype_check)
     loaded = replace(loaded, info=replace(loaded.info, load_seconds=time.perf_counter() - started))
     logger.info("loaded %s as %s on %s (%s)", name, spec.name, loaded.info.device, loaded.info.dtype)
     return loaded
@@ -208,6 +217,18 @@ def _guard(loaded: LoadedModel, dtype: torch.dtype) -> LoadedModel:
     module = loaded.family.weights()
     chosen, agreement = check_loaded(module, loaded.spec.capabilities.fp32_heads, probe, dtype)
     return replace(loaded, info=replace(loaded.info, dtype=_dtype_name(chosen), dtype_check=agreement))
+
+
+def _verdict_key(
+    files: ModelFiles, spec: FamilySpec, options: LoadOptions, device: torch.device, dtype: torch.dtype
+) -> VerdictKey:
+    """What the guard's verdict depends on (see runtime.guard_cache): weights, family and the options that change
+    the probe's scores, machine, software, probe set and the reduced dtype."""
+    context = (
+        f"{spec.name}|{options.model!r}|normalize={options.normalize}|truncate={options.truncate}"
+        f"|budget={options.batch_tokens},{options.max_batch_size}"
+    )
+    return VerdictKey.build(files.path, device, dtype, context, PROBE_PAIRS)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,7 +73,9 @@ class Reranker:
         self.budget: TokenBudget = model.budget
 
     @classmethod
-    def from_pretrained(cls, model: str, options: LoadOptions | None = None, **kwargs: Any) -> Reranker:
+    def from_pretrained(
+        cls, model: str | os.PathLike[str], options: LoadOptions | None = None, **kwargs: Any
+    ) -> Reranker:
         """Load a reranker from a local folder, a packaged model, the Hugging Face hub or ModelScope.
 
         Keywords (see :class:`~rerankd.builder.LoadOptions`): ``device`` (auto, cpu, cuda[:N], npu[:N], mps),
@@ -88,7 +91,7 @@ class Reranker:
         load, and the model stays float32 if the ranking changes (:mod:`rerankd.runtime.dtype_guard`).
         """
         given = options.with_changes(**kwargs) if options is not None else LoadOptions.from_kwargs(**kwargs)
-        return cls(load_model(model, given))
+        return cls(load_model(os.fspath(model), given))
 
     @property
     def family(self) -> Family:
