@@ -16,7 +16,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
+from rerankd.multi_output import OUTPUTS
 from rerankd.server import schemas as s
+from rerankd.server.embedding_outputs import dense_width, embedding_outputs
 from rerankd.server.engine import Engine
 from rerankd.settings import Settings
 
@@ -66,12 +68,13 @@ def _describe_models(schema: dict[str, Any], engine: Engine) -> None:
     if not engine.models:
         return
     every = [*engine.models, *engine.routes]
-    embedders = [name for name, served in engine.models.items() if served.reranker.is_embedder]
+    embedders = [name for name, served in engine.models.items() if embedding_outputs(served.reranker)]
     embedders += [alias for alias, targets in engine.routes.items() if all(t in embedders for t, _ in targets)]
     if not embedders:  # nothing here can answer it
         schema.get("paths", {}).pop("/v1/embeddings", None)
     else:
         _describe_token_ids(schema, engine, [name for name in embedders if name in engine.models])
+        _describe_outputs(schema, engine, [name for name in embedders if name in engine.models])
     for name, component in schema.get("components", {}).get("schemas", {}).items():
         field = component.get("properties", {}).get("model")
         if not name.endswith("Request") or field is None:
@@ -101,15 +104,31 @@ def _describe_token_ids(schema: dict[str, Any], engine: Engine, embedders: list[
         engine.models[name].reranker.family.backend.get_vocab_size(with_added_tokens=True) for name in embedders
     )
     request = schema.get("components", {}).get("schemas", {}).get("EmbeddingRequest", {})
-    width = min(int(engine.models[name].reranker.embed(["width probe"]).shape[1]) for name in embedders)
+    dense = [engine.models[name].reranker for name in embedders if "dense" in embedding_outputs_of(engine, name)]
+    width = min((dense_width(reranker) for reranker in dense), default=None)
     for option in request.get("properties", {}).get("dimensions", {}).get("anyOf", []):
-        if option.get("type") == "integer":
+        if option.get("type") == "integer" and width is not None:
             option["maximum"] = width  # `dimensions` may shorten the vectors, not lengthen them
     for option in request.get("properties", {}).get("input", {}).get("anyOf", []):
         items = option.get("items", {})
         for ids in (option, items):
             if ids.get("type") == "array" and ids.get("items", {}).get("type") == "integer":
                 ids["items"] = {**ids["items"], "maximum": vocab - 1}
+
+
+def embedding_outputs_of(engine: Engine, name: str) -> tuple[str, ...]:
+    return embedding_outputs(engine.models[name].reranker)
+
+
+def _describe_outputs(schema: dict[str, Any], engine: Engine, embedders: list[str]) -> None:
+    """``outputs`` lists what every embedding model served here gives (a request naming any of them is answered;
+    a model with more, e.g. bge-m3 beside a bi-encoder, still gives them when asked by name)."""
+    common = [o for o in OUTPUTS if all(o in embedding_outputs_of(engine, name) for name in embedders)]
+    request = schema.get("components", {}).get("schemas", {}).get("EmbeddingRequest", {})
+    for option in request.get("properties", {}).get("outputs", {}).get("anyOf", []):
+        if option.get("type") == "array":
+            items: dict[str, Any] = {"type": "string", "enum": common} if common else {"not": {}}
+            option["items"] = items
 
 
 # ---------------------------------------------------------------------------------------------- documented errors

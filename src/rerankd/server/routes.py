@@ -15,9 +15,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from rerankd.errors import InvalidInput, NotReady
+from rerankd.errors import NotReady
 from rerankd.jobs import ScoreOptions, ranking
 from rerankd.server import dialects as d
+from rerankd.server import embedding_outputs as eo
 from rerankd.server import schemas as s
 from rerankd.server.admin.routes import remember
 from rerankd.server.admin.shadow import maybe_shadow
@@ -165,17 +166,17 @@ async def predict(request: Request, body: s.PredictRequest) -> Response:
 )
 async def embeddings(request: Request, body: s.EmbeddingRequest) -> Response:
     """L2-normalised embeddings of bi-encoder models; ``encoding_format`` float or base64 (little-endian
-    float32)."""
+    float32). ``outputs`` (rerankd) asks models such as bge-m3 or ColBERT for sparse and multi-vector outputs."""
     engine = engine_of(request)
-    served = engine.resolve(body.model, embedder=True, sticky=request.headers.get(STICKY_HEADER) or body.user)
-    if not served.reranker.is_embedder:
-        raise InvalidInput(
-            f"{served.name} is a {served.reranker.info.family}; /v1/embeddings needs a bi-encoder model", param="model"
-        )
+    served = eo.resolve_for_outputs(engine, body, request.headers.get(STICKY_HEADER) or body.user)
     texts = d.embedding_texts(body, served.reranker.family.backend)
     deadline = engine.deadline(getattr(request.state, "arrived", None))
-    vectors, tokens = await until_disconnected(request, engine.embed(served, texts, deadline))
-    return respond(d.embedding_response(served.name, vectors, tokens, body), served.name)
+    asked = eo.asked_outputs(body)
+    if served.reranker.is_embedder and asked == eo.DENSE:
+        vectors, tokens = await until_disconnected(request, engine.embed(served, texts, deadline))
+        return respond(d.embedding_response(served.name, vectors, tokens, body), served.name)
+    result = await until_disconnected(request, eo.embed_text_outputs(engine, served, texts, asked, deadline))
+    return respond(eo.outputs_response(served.name, result, body), served.name)
 
 
 @api.get(

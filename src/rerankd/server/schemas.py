@@ -309,6 +309,9 @@ class PredictResponse(RootModel[list[Prediction] | list[list[Prediction]]]):
 
 
 # ---------------------------------------------------------------------------------------------- embeddings
+EmbeddingOutput = Literal["dense", "sparse", "multi_vector"]
+
+
 class EmbeddingRequest(RequestModel):
     """OpenAI's embeddings request: one text, a list of texts (none empty, at most 2,048), or token ids of the
     model's own tokenizer (one list, or a list of lists)."""
@@ -320,12 +323,31 @@ class EmbeddingRequest(RequestModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Positive | None = None
     user: str | None = None
+    outputs: list[EmbeddingOutput] | None = Field(
+        default=None,
+        min_length=1,
+        description="rerankd: which outputs to return (models with several, e.g. bge-m3, ColBERT); absent: "
+        '["dense"], the OpenAI response. "dense" fills `embedding`, "sparse" `sparse`, "multi_vector" '
+        "`multi_vector`; a model without an asked output answers 400",
+    )
+
+
+class SparseEmbedding(ResponseModel):
+    """Lexical weights: vocabulary ids of the model's tokenizer (ascending) and their weights."""
+
+    indices: list[int]
+    values: list[float]
 
 
 class Embedding(ResponseModel):
+    """``embedding`` is the dense vector (absent when ``outputs`` leaves out "dense"); ``sparse`` and
+    ``multi_vector`` (one vector per token; with base64, one string per token) only when asked."""
+
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float] | str
+    embedding: list[float] | str | None = None
+    sparse: SparseEmbedding | None = None
+    multi_vector: list[list[float]] | list[str] | None = None
 
 
 class EmbeddingResponse(ResponseModel):
