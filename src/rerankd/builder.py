@@ -57,6 +57,9 @@ class LoadOptions:
     batch_tokens: int | None = None
     max_batch_size: int | None = None
     dtype_guard: bool = True
+    # Every input runs in a forward pass of its own (one row, no padding): a pair's score is bit-identical
+    # whatever it is batched with, in any dtype, at the cost of batching's throughput (docs/backends.md).
+    deterministic: bool = False
     model: ModelOptions = field(default_factory=ModelOptions)
     fetch: FetchOptions = field(default_factory=FetchOptions)
 
@@ -99,6 +102,7 @@ class ModelInfo:
     dtype_check: Agreement | None = None  # the dtype="auto" guard's probe agreement, when it ran
     backend: str = "torch"  # "torch" or "onnx"
     quantize: str | None = None  # "int8" when the Linear layers run dynamically quantised
+    deterministic: bool = False  # one input per forward pass: scores independent of batch companions
 
 
 @dataclass(frozen=True)
@@ -158,13 +162,17 @@ def load_model(name: str, options: LoadOptions) -> LoadedModel:
         backend=options.model.backend,
         quantize=options.model.quantize,
         dtype_check=known[1] if known is not None else None,
+        deterministic=options.deterministic,
     )
     loaded = LoadedModel(
         spec=spec,
         family=family,
         worker=FamilyWorker(family),
         info=info,
-        budget=TokenBudget(options.batch_tokens or base.max_tokens, options.max_batch_size or base.max_batch_size),
+        budget=TokenBudget(
+            options.batch_tokens or base.max_tokens,
+            1 if options.deterministic else options.max_batch_size or base.max_batch_size,
+        ),
         defaults=Defaults(normalize=options.normalize, truncate=options.truncate),
     )
     if guarded:

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     backend: Literal["torch", "onnx"] = Field(default="torch", description="encoder families: torch or ONNX Runtime")
     quantize: Literal["int8"] | None = Field(default=None, description="encoder families on CPU: dynamic int8")
     dtype_guard: bool = Field(default=True, description='dtype="auto": check the reduced dtype on a probe set')
+    deterministic: bool = Field(
+        default=False, description="one input per forward pass: scores bit-identical whatever the batch"
+    )
 
     # --- server (`rerankd serve`)
     host: str = Field(default="127.0.0.1", description="interface to bind; 0.0.0.0 exposes the server to the network")
@@ -228,5 +231,5 @@ class Settings(BaseSettings):
 # Settings that are load options, under the same names as Reranker.from_pretrained's keywords.
 LOAD_FIELDS = (
     "device", "dtype", "family", "max_length", "normalize", "trust_remote_code", "batch_tokens", "max_batch_size",
-    "truncation", "backend", "quantize", "dtype_guard",
+    "truncation", "backend", "quantize", "dtype_guard", "deterministic",
 )  # fmt: skip

@@ -36,6 +36,12 @@ MaxLenOpt = Annotated[int | None, typer.Option("--max-length", help="Max tokens 
 FamilyOpt = Annotated[str | None, typer.Option(help="Override family detection (see `rerankd models`).")]
 RemoteOpt = Annotated[bool | None, typer.Option("--trust-remote-code", help="Allow the model's own Python code.")]
 BackendOpt = Annotated[str | None, typer.Option(help="torch or onnx (ONNX Runtime; encoder families).")]
+DeterministicOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--deterministic", help="One input per forward pass: scores bit-identical whatever the batch (slower)."
+    ),
+]
 QuantizeOpt = Annotated[str | None, typer.Option(help="int8: dynamic int8 on CPU (encoder families), or none.")]
 
 

@@ -11,6 +11,7 @@ import typer
 
 from rerankd.cli.app import (
     BackendOpt,
+    DeterministicOpt,
     DeviceOpt,
     DtypeOpt,
     FamilyOpt,
@@ -78,6 +79,7 @@ def rank(
     trust_remote_code: RemoteOpt = None,
     backend: BackendOpt = None,
     quantize: QuantizeOpt = None,
+    deterministic: DeterministicOpt = None,
 ) -> None:
     """Rank documents for a query and print them best first."""
     settings = make_settings(
@@ -89,6 +91,7 @@ def rank(
         trust_remote_code=trust_remote_code,
         backend=backend,
         quantize=quantize,
+        deterministic=deterministic,
         normalize=False if raw else None,
     )
     documents = read_documents(docs)

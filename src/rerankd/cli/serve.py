@@ -14,6 +14,7 @@ import typer
 
 from rerankd.cli.app import (
     BackendOpt,
+    DeterministicOpt,
     DeviceOpt,
     DtypeOpt,
     FamilyOpt,
@@ -78,6 +79,7 @@ def serve(
     trust_remote_code: RemoteOpt = None,
     backend: BackendOpt = None,
     quantize: QuantizeOpt = None,
+    deterministic: DeterministicOpt = None,
     ray: Annotated[str | None, typer.Option(help="On Ray Serve: `local`, `auto` or an address.")] = None,
 ) -> None:
     """Serve rerankers over HTTP: Cohere (v1, v2), Jina, TEI, vLLM, Infinity and OpenAI embeddings dialects."""
@@ -111,6 +113,7 @@ def serve(
         trust_remote_code=trust_remote_code,
         backend=backend,
         quantize=quantize,
+        deterministic=deterministic,
     )
     exposure = settings.exposure_problem()
     if exposure is not None and exposure[1]:
