@@ -81,8 +81,8 @@ def test_batch_invariance_with_padding(minilm_onnx: ExportReport) -> None:
 
 @pytest.mark.parametrize(
     ("backend", "max_relative", "min_spearman"),
-    # measured on these 300 pairs: onnx 0.044 / 0.987, torch 0.064 / 0.959 (docs/backends.md)
-    [("onnx", 0.06, 0.98), ("torch", 0.09, 0.94)],
+    # measured on these 300 pairs: onnx 0.044 / 0.987, torch (row-wise int8) 0.008 / 0.999 (docs/backends.md)
+    [("onnx", 0.06, 0.98), ("torch", 0.02, 0.998)],
 )
 def test_int8_stays_close_to_fp32(
     backend: Literal["torch", "onnx"],

@@ -16,6 +16,7 @@ import torch
 from tokenizers import Encoding, Tokenizer
 
 from rerankd.errors import UnsupportedModel
+from rerankd.families.int8 import has_int8_layers
 from rerankd.loading import ModelFiles
 
 if TYPE_CHECKING:
@@ -166,7 +167,7 @@ def cast_parameters(module: torch.nn.Module, dtype: torch.dtype, keep_fp32: Sequ
 
 def float_module(model: object) -> torch.nn.Module:
     """An encoder family's model as a castable module; ONNX sessions and int8 models have a fixed dtype."""
-    if not isinstance(model, torch.nn.Module) or any(not p.is_floating_point() for p in model.parameters()):
+    if not isinstance(model, torch.nn.Module) or has_int8_layers(model):
         raise UnsupportedModel("only float torch models can change dtype (not ONNX or int8 ones)")
     return model
 

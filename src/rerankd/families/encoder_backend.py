@@ -5,23 +5,23 @@ constructors; everything else in them (tokenisation, truncation, pooling) is sha
 - ``backend="torch"``: the transformers model on the requested device and dtype.
 - ``backend="onnx"``: :class:`~rerankd.families.onnx_runtime.OnnxForward` over a float32 graph (CPU or CUDA
   execution provider); see that module for where the graph comes from.
-- ``quantize="int8"`` (CPU, float32 only): dynamic quantisation of the Linear layers (int8 weights with
-  per-output-channel scales, activations quantised per batch at run time). Torch backend:
-  ``torch.ao.quantization.quantize_dynamic``; ONNX backend: onnxruntime's ``quantize_dynamic`` (more
-  accurate on MiniLM, see docs/backends.md).
+- ``quantize="int8"`` (CPU, float32 only): int8 Linear layers. Torch backend: row-wise int8
+  (:mod:`rerankd.families.int8`: per-token-row activation ranges, per-channel weights, SmoothQuant scaling
+  calibrated by one float run over :data:`~rerankd.families.int8.CALIBRATION_PAIRS`); ONNX backend:
+  onnxruntime's ``quantize_dynamic`` (one activation scale per batch). Figures: docs/backends.md.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rerankd.errors import DeviceUnavailable, InvalidInput, UnsupportedModel
+from rerankd.errors import DeviceUnavailable, InvalidInput
 from rerankd.families.base import ModelOptions, OnnxOutput
+from rerankd.families.int8 import CALIBRATION_PAIRS, quantize_rowwise
 from rerankd.families.onnx_runtime import onnx_forward
 
 
@@ -33,8 +33,8 @@ def check_backend(options: ModelOptions, device: torch.device, dtype: torch.dtyp
         raise InvalidInput(f"unknown quantize {options.quantize!r}; use None or 'int8'", param="quantize")
     if options.quantize == "int8" and device.type != "cpu":
         raise InvalidInput(
-            f"quantize='int8' runs on CPU only (dynamic int8 kernels), not on {device}; on accelerators use "
-            "dtype='float16' or 'bfloat16'",
+            f"quantize='int8' runs on CPU only (fbgemm / onnxruntime int8 kernels), not on {device}; on "
+            "accelerators use dtype='float16' or 'bfloat16'",
             param="quantize",
         )
     if (options.backend == "onnx" or options.quantize) and dtype != torch.float32:
@@ -77,24 +77,22 @@ def encoder_model(
         return onnx_forward(folder, build, device, options.quantize, names, output)
     model = build()
     model.to(device).eval()
-    return quantize_linear_int8(model) if options.quantize == "int8" else model
+    return quantize_int8(model, tokenizer) if options.quantize == "int8" else model
 
 
-def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """Replace every ``nn.Linear`` with a dynamically quantised int8 one (in place; CPU, float32 models)."""
-    quantization = getattr(torch.ao, "quantization", None)
-    quantize_dynamic = getattr(quantization, "quantize_dynamic", None)
-    if quantization is None or quantize_dynamic is None:
-        raise UnsupportedModel(
-            f"torch {torch.__version__} has no torch.ao.quantization.quantize_dynamic; use backend='onnx' "
-            "with quantize='int8'"
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization's move to torchao
-        warnings.simplefilter("ignore", UserWarning)  # quantized tensor creation deprecation notice
-        spec = {torch.nn.Linear: quantization.per_channel_dynamic_qconfig}
-        quantized: torch.nn.Module = quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
-    return quantized
+def quantize_int8(model: torch.nn.Module, tokenizer: Any) -> torch.nn.Module:
+    """Row-wise int8 Linear layers (in place; CPU, float32 models), calibrated on the float model."""
+    return quantize_rowwise(model, lambda: calibration_run(model, tokenizer))
+
+
+def calibration_run(model: torch.nn.Module, tokenizer: Any) -> None:
+    """The float model over :data:`CALIBRATION_PAIRS`, each input alone (no padding rows in the ranges): every
+    pair as a cross-encoder sees it, and every text alone as a bi-encoder sees it."""
+    texts = {text for pair in CALIBRATION_PAIRS for text in pair}
+    inputs: list[tuple[str, ...]] = [*CALIBRATION_PAIRS, *((text,) for text in sorted(texts))]
+    for text in inputs:
+        encoded = tokenizer(*text, truncation=True, max_length=128, return_tensors="pt")
+        model(**{name: encoded[name] for name in tokenizer.model_input_names if name in encoded})
 
 
 def model_device(model: Any) -> torch.device:

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional
 
 from rerankd.families.base import ComputeShape
+from rerankd.families.int8 import has_int8_layers
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def trim_last_layer(model: nn.Module, *, first_token_pooling: bool = False) -> b
 def dense_shape(model: object) -> ComputeShape | None:
     """The dense work of an encoder family's torch model (None for ONNX sessions and int8 models, whose
     arithmetic a float matmul peak does not describe)."""
-    if not isinstance(model, nn.Module) or any(".quantized" in type(m).__module__ for m in model.modules()):
+    if not isinstance(model, nn.Module) or has_int8_layers(model):
         return None
     params = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name)
     config = getattr(model, "config", None)
