@@ -1,4 +1,4 @@
-"""LLM rerankers (issue 3): rerankd vs the official recipes on rerank-100, in one process, same inputs, fp32.
+"""LLM rerankers (issue 3): rerankd vs the official recipes on rerank-100, in one process, same inputs, fp32 and bf16.
 
     python -m benchmarks.run_llm --model qwen3-0.6b --docs 20 --runs 2
     python -m benchmarks.run_llm --model minicpm-layerwise-narrow --docs 50 --runs 3
@@ -9,12 +9,15 @@ Engines (``--engines``, comma list; the first is the baseline of the ratio colum
   ``AutoModelForCausalLM``, left padding, prefix + ``<Instruct>/<Query>/<Document>`` body + suffix,
   ``logits[:, -1, :]`` over the full vocabulary, log_softmax over [no, yes]; ``--peer-batch`` pairs per forward,
   in input order; default 16), ``rerankd`` (fp32, query-prefix sharing on, its default token budget),
-  ``rerankd-noshare`` (the same with ``ModelOptions(prefix_sharing=False)``: what the prefix lever is worth).
+  ``rerankd-noshare`` (the same with ``ModelOptions(prefix_sharing=False)``: what the prefix lever is worth);
+  ``official-bf16`` / ``rerankd-bf16`` the same two in bfloat16, ``rerankd-defaults`` ``from_pretrained`` with no
+  dtype (``dtype="auto"`` and its guard; the label names the dtype it chose).
 - minicpm-layerwise-narrow: ``flag-12`` / ``flag-40`` (FlagEmbedding's ``LayerWiseFlagLLMReranker`` with its model
   loading swapped for the MODELS.md §3 recipe that works under transformers 5; ``--peer-batch``, default 32 as
   run_rerank's FlagReranker; every ``compute_score`` call first runs one batch of the longest inputs to probe the
   batch size, then the whole input),
-  ``rerankd-12`` / ``rerankd-40`` (``score(pairs, cutoff_layers=[L])``).
+  ``rerankd-12`` / ``rerankd-40`` (``score(pairs, cutoff_layers=[L])``); ``flag-12-bf16`` (``use_bf16=True``),
+  ``rerankd-12-bf16`` and ``rerankd-12-defaults`` (``dtype="auto"``).
 
 Timing is run_rerank's: every engine is loaded once and warmed up on the whole input (those warm-up scores are
 the ones compared), then timed ``--runs`` times in interleaved order. rerank-100 on full-size LLMs is slow on
@@ -59,33 +62,34 @@ LAYERWISE_PROMPT = (
 
 
 # --------------------------------------------------------------------------- rerankd
-def rerankd_qwen(path: Path, label: str, prefix_sharing: bool) -> Engine:
-    """rerankd's Qwen3 family in float32 (normalize=True: sigmoid(l_yes - l_no), the card's
-    softmax([l_no, l_yes])[1], so scores compare directly)."""
+def rerankd_qwen(path: Path, label: str, prefix_sharing: bool, dtype: str = "float32") -> Engine:
+    """rerankd's Qwen3 family (normalize=True: sigmoid(l_yes - l_no), the card's softmax([l_no, l_yes])[1], so
+    scores compare directly). ``dtype="auto"`` is what a user gets from ``from_pretrained`` with no dtype: the
+    label names the dtype it resolved to (the guard's verdict included)."""
     from rerankd import Reranker
 
     model = Reranker.from_pretrained(
-        str(path), device="cpu", dtype="float32", family=QWEN_FAMILY, prefix_sharing=prefix_sharing
+        str(path), device="cpu", dtype=dtype, family=QWEN_FAMILY, prefix_sharing=prefix_sharing
     )
-    return Engine(label, lambda pairs: [float(s) for s in model.score(pairs)])
+    return Engine(label.format(dtype=model.info.dtype), lambda pairs: [float(s) for s in model.score(pairs)])
 
 
-def rerankd_layerwise(path: Path, cutoff: int) -> Engine:
+def rerankd_layerwise(path: Path, cutoff: int, dtype: str = "float32") -> Engine:
     from rerankd import Reranker
 
-    model = Reranker.from_pretrained(str(path), device="cpu", dtype="float32", normalize=False)
-    return Engine(
-        f"rerankd (cutoff {cutoff})", lambda pairs: [float(s) for s in model.score(pairs, cutoff_layers=[cutoff])]
-    )
+    model = Reranker.from_pretrained(str(path), device="cpu", dtype=dtype, normalize=False)
+    label = f"rerankd {'defaults ' if dtype == 'auto' else ''}{model.info.dtype} (cutoff {cutoff})"
+    return Engine(label, lambda pairs: [float(s) for s in model.score(pairs, cutoff_layers=[cutoff])])
 
 
 # --------------------------------------------------------------------------- peers
-def official_qwen3(path: Path, batch_size: int) -> Engine:
-    """The Qwen3-Reranker model card's transformers recipe (from its documented steps, not its code)."""
+def official_qwen3(path: Path, batch_size: int, dtype: torch.dtype = torch.float32) -> Engine:
+    """The Qwen3-Reranker model card's transformers recipe (from its documented steps, not its code), in the
+    model card's float32 or in bfloat16 (its ``dtype=torch.bfloat16`` variant)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).eval()
     yes_id, no_id = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
     prefix = tokenizer.encode(CARD_PREFIX, add_special_tokens=False)
     suffix = tokenizer.encode(CARD_SUFFIX, add_special_tokens=False)
@@ -100,13 +104,14 @@ def official_qwen3(path: Path, batch_size: int) -> Engine:
         inputs = tokenizer.pad(encoded, padding=True, return_tensors="pt", max_length=CARD_MAX_LENGTH)
         with torch.no_grad():
             last = model(**inputs).logits[:, -1, :]  # full-vocabulary logits at every position, as the card does
-        no_yes = torch.stack([last[:, no_id], last[:, yes_id]], dim=1)
+        no_yes = torch.stack([last[:, no_id], last[:, yes_id]], dim=1).float()
         return torch.log_softmax(no_yes, dim=1)[:, 1].exp().tolist()
 
     def score(pairs: Pairs) -> list[float]:
         return [s for start in range(0, len(pairs), batch_size) for s in one_batch(pairs[start : start + batch_size])]
 
-    return Engine(f"official Qwen3 recipe (batch {batch_size})", score)
+    name = str(dtype).removeprefix("torch.")
+    return Engine(f"official Qwen3 recipe {name} (batch {batch_size})", score)
 
 
 def _flag_model_loader() -> Any:
@@ -116,42 +121,52 @@ def _flag_model_loader() -> Any:
 
     class Loader:
         @staticmethod
-        def from_pretrained(name: str, **_: Any) -> Any:
-            return load_flag_layerwise(Path(name))
+        def from_pretrained(name: str, **kwargs: Any) -> Any:
+            model = load_flag_layerwise(Path(name))
+            dtype = kwargs.get("torch_dtype")  # FlagEmbedding asks for bfloat16 with use_bf16=True
+            return model.to(dtype) if dtype is not None else model
 
     return Loader
 
 
-def flag_layerwise(path: Path, cutoff: int, batch_size: int) -> Engine:
+def flag_layerwise(path: Path, cutoff: int, batch_size: int, bf16: bool = False) -> Engine:
     from FlagEmbedding import LayerWiseFlagLLMReranker
     from FlagEmbedding.inference.reranker.decoder_only import layerwise as flag_module
 
     with mock.patch.object(flag_module, "LayerWiseMiniCPMForCausalLM", _flag_model_loader()):
         model = LayerWiseFlagLLMReranker(
-            str(path), use_fp16=False, devices=["cpu"], batch_size=batch_size, cutoff_layers=[cutoff]
+            str(path), use_fp16=False, use_bf16=bf16, devices=["cpu"], batch_size=batch_size, cutoff_layers=[cutoff]
         )
 
     def score(pairs: Pairs) -> list[float]:
         raw = model.compute_score([list(p) for p in pairs], cutoff_layers=[cutoff], normalize=False)
         return [float(s) for s in np.asarray(raw, dtype=np.float64).reshape(-1)]
 
-    return Engine(f"FlagEmbedding LayerWise (cutoff {cutoff}, batch {batch_size})", score)
+    name = "bfloat16" if bf16 else "float32"
+    return Engine(f"FlagEmbedding LayerWise {name} (cutoff {cutoff}, batch {batch_size})", score)
 
 
 EngineFactory = Callable[[Path, argparse.Namespace], Engine]
 ENGINES: dict[str, EngineFactory] = {
     "official": lambda p, a: official_qwen3(p, a.peer_batch or 16),
-    "rerankd": lambda p, a: rerankd_qwen(p, "rerankd (fp32, prefix sharing)", prefix_sharing=True),
-    "rerankd-noshare": lambda p, a: rerankd_qwen(p, "rerankd (fp32, no prefix sharing)", prefix_sharing=False),
+    "official-bf16": lambda p, a: official_qwen3(p, a.peer_batch or 16, torch.bfloat16),
+    "rerankd": lambda p, a: rerankd_qwen(p, "rerankd ({dtype}, prefix sharing)", prefix_sharing=True),
+    "rerankd-bf16": lambda p, a: rerankd_qwen(p, "rerankd ({dtype}, prefix sharing)", True, "bfloat16"),
+    "rerankd-defaults": lambda p, a: rerankd_qwen(p, "rerankd defaults ({dtype}, prefix sharing)", True, "auto"),
+    "rerankd-noshare": lambda p, a: rerankd_qwen(p, "rerankd ({dtype}, no prefix sharing)", prefix_sharing=False),
     "flag-12": lambda p, a: flag_layerwise(p, 12, a.peer_batch or 32),
+    "flag-12-bf16": lambda p, a: flag_layerwise(p, 12, a.peer_batch or 32, bf16=True),
     "flag-40": lambda p, a: flag_layerwise(p, 40, a.peer_batch or 32),
     "rerankd-12": lambda p, a: rerankd_layerwise(p, 12),
+    "rerankd-12-bf16": lambda p, a: rerankd_layerwise(p, 12, "bfloat16"),
+    "rerankd-12-defaults": lambda p, a: rerankd_layerwise(p, 12, "auto"),
     "rerankd-40": lambda p, a: rerankd_layerwise(p, 40),
 }
 # Engines computing the same score (agreement is checked within a group).
 GROUPS = {
-    "official": "qwen", "rerankd": "qwen", "rerankd-noshare": "qwen",
-    "flag-12": "L12", "rerankd-12": "L12", "flag-40": "L40", "rerankd-40": "L40",
+    "official": "qwen", "rerankd": "qwen", "rerankd-noshare": "qwen", "official-bf16": "qwen", "rerankd-bf16": "qwen",
+    "rerankd-defaults": "qwen", "flag-12": "L12", "rerankd-12": "L12", "flag-12-bf16": "L12",
+    "rerankd-12-bf16": "L12", "rerankd-12-defaults": "L12", "flag-40": "L40", "rerankd-40": "L40",
 }  # fmt: skip
 DEFAULT_ENGINES = {
     "qwen3-0.6b": "official,rerankd,rerankd-noshare",
@@ -160,6 +175,10 @@ DEFAULT_ENGINES = {
 # Issue 3's speed goals as (numerator engine, denominator engine, kind, bound): time ratios or speed-ups.
 GOALS = [
     ("rerankd", "official", "speed-up", 2.0),
+    ("rerankd-bf16", "official-bf16", "speed-up", None),
+    ("rerankd-defaults", "official-bf16", "speed-up", None),
+    ("rerankd-12-bf16", "flag-12-bf16", "speed-up", None),
+    ("rerankd-12-defaults", "flag-12-bf16", "speed-up", None),
     ("rerankd-noshare", "official", "speed-up", None),
     ("rerankd", "rerankd-noshare", "speed-up", None),
     ("rerankd-12", "rerankd-40", "time ratio", 0.45),
@@ -277,6 +296,22 @@ def tokenizer_vocab(path: Path) -> int:
     return int(json.loads((path / "config.json").read_text())["vocab_size"])
 
 
+def cpu_line() -> str:
+    from rerankd.hardware import cpu_flags
+
+    flags = cpu_flags()
+    native = [f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni") if f in flags]
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "unknown")
+    return f"{model}, {torch.get_num_threads()} threads, {', '.join(native) or 'no native bf16/VNNI'}"
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="qwen3-0.6b", choices=sorted(DEFAULT_ENGINES))
@@ -307,7 +342,9 @@ def main() -> None:
     table = table.replace("python -m benchmarks.run_rerank", "python -m benchmarks.run_llm", 1)
     extra = [
         "",
-        f"fp32, {args.runs} timed runs after one warm-up, interleaved. Seconds per pass (median, min-max):",
+        f"dtypes as each engine's name says ('defaults': from_pretrained with no dtype, the resolved dtype shown); "
+        f"CPU: {cpu_line()}; {args.runs} timed runs after one warm-up, interleaved.",
+        "Seconds per pass (median, min-max):",
         *time_lines(engines.values()),
         "",
         "Issue 3 goals (median times):",
