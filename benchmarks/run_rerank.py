@@ -11,7 +11,9 @@ baseline. Results are appended as markdown to benchmarks/results/<workload>-<mod
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import statistics
 import sys
 import time
@@ -37,13 +39,16 @@ class Engine:
     scores: list[float] = field(default_factory=list)
     # For peers in another venv: the time spent inside the worker for the last call (pipe cost excluded).
     clock: Callable[[], float] | None = None
+    detail: str = ""  # what actually runs: resolved dtype, backend, quantisation recipe
 
 
 def rerankd_engine(path: Path, label: str, **kwargs: object) -> Engine:
     from rerankd import Reranker
 
     model = Reranker.from_pretrained(str(path), device="cpu", normalize=False, **kwargs)  # type: ignore[arg-type]
-    return Engine(label, lambda pairs: [float(s) for s in model.score(pairs)])
+    info = model.info
+    detail = f"{info.backend} {info.dtype}" + (f", {info.quantize}" if info.quantize else "")
+    return Engine(label, lambda pairs: [float(s) for s in model.score(pairs)], detail=detail)
 
 
 def st_engine(path: Path, dtype: str = "float32", backend: str = "torch") -> Engine:
@@ -51,14 +56,18 @@ def st_engine(path: Path, dtype: str = "float32", backend: str = "torch") -> Eng
 
     model = CrossEncoder(str(path), device="cpu", model_kwargs={"dtype": getattr(torch, dtype)}, backend=backend)
     label = "sentence-transformers" + ("" if dtype == "float32" else f" ({dtype})")
-    return Engine(label, lambda pairs: model.predict(pairs, batch_size=32, activation_fn=torch.nn.Identity()).tolist())
+    return Engine(
+        label,
+        lambda pairs: model.predict(pairs, batch_size=32, activation_fn=torch.nn.Identity()).tolist(),
+        detail=f"{backend} {dtype}",
+    )
 
 
 def flag_engine(path: Path) -> Engine:
     from FlagEmbedding import FlagReranker
 
     model = FlagReranker(str(path), use_fp16=False, devices=["cpu"], batch_size=32)
-    return Engine("FlagReranker", lambda pairs: list(model.compute_score(pairs, normalize=False)))
+    return Engine("FlagReranker", lambda pairs: list(model.compute_score(pairs, normalize=False)), detail="torch fp32")
 
 
 def export_stock_graph(path: Path, out: Path) -> None:
@@ -72,15 +81,29 @@ def export_stock_graph(path: Path, out: Path) -> None:
         export_onnx(str(path), out)
 
 
+def calibration_pairs(path: Path, n: int = 128) -> Path:
+    """Pairs for the static-int8 peers' calibration, drawn from rerank-batch (other queries and passages than
+    the timed rerank-100), written once beside the model."""
+    from benchmarks.workloads import rerank_batch
+
+    target = path.with_name("calibration-rerank-batch.json")
+    if not target.is_file():
+        pairs = rerank_batch().pairs
+        step = max(1, len(pairs) // n)
+        target.write_text(json.dumps(pairs[::step][:n]), encoding="utf-8")
+    return target
+
+
 def peer_engine(path: Path, engine: str, label: str) -> Engine:
     from benchmarks.peers.remote import RemotePeer
 
     onnx = path.with_name(path.name + "-onnx")
-    if engine != "infinity" and not (onnx / "model.onnx").is_file():
+    if "optimum" in engine and not (onnx / "model.onnx").is_file():
         export_stock_graph(path, onnx)
 
-    peer = RemotePeer(engine, path, torch.get_num_threads())
-    return Engine(label, peer.score, clock=lambda: peer.last_seconds)
+    calibration = calibration_pairs(path) if engine == "openvino-int8" else None
+    peer = RemotePeer(engine, path, torch.get_num_threads(), calibration)
+    return Engine(label, peer.score, clock=lambda: peer.last_seconds, detail=peer.detail)
 
 
 ENGINES: dict[str, Callable[[Path], Engine]] = {
@@ -98,7 +121,30 @@ ENGINES: dict[str, Callable[[Path], Engine]] = {
     "optimum": lambda p: peer_engine(p, "optimum", "optimum ORTModel"),
     "infinity-optimum-int8": lambda p: peer_engine(p, "infinity-optimum-int8", "Infinity (optimum/onnx int8)"),
     "optimum-int8": lambda p: peer_engine(p, "optimum-int8", "optimum ORTModel (int8)"),
+    "infinity-bf16": lambda p: peer_engine(p, "infinity-bf16", "Infinity (torch bf16)"),
+    "openvino": lambda p: peer_engine(p, "openvino", "OpenVINO (defaults)"),
+    "openvino-fp32": lambda p: peer_engine(p, "openvino-fp32", "OpenVINO (fp32)"),
+    "openvino-bf16": lambda p: peer_engine(p, "openvino-bf16", "OpenVINO (bf16)"),
+    "openvino-int8": lambda p: peer_engine(p, "openvino-int8", "OpenVINO (int8)"),
+    "ct2": lambda p: peer_engine(p, "ct2", "CTranslate2 (defaults)"),
+    "ct2-int8": lambda p: peer_engine(p, "ct2-int8", "CTranslate2 (int8)"),
+    "ct2-bf16": lambda p: peer_engine(p, "ct2-bf16", "CTranslate2 (bf16)"),
 }
+
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_line() -> str:
+    """The CPU (model name and the flags that decide each engine's best path) and the load average."""
+    name, flags = "unknown CPU", set()
+    for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+        if line.startswith("model name"):
+            name = line.split(":", 1)[1].strip()
+        elif line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+    present = ", ".join(flag for flag in CPU_FLAGS if flag in flags) or "no AVX2"
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    return f"CPU: {name} ({present}), {os.cpu_count()} vCPU; load average at the end: {load}"
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -125,7 +171,7 @@ def measure(engines: list[Engine], pairs: Pairs, runs: int) -> None:
             engine.times.append(engine.clock() if engine.clock is not None else elapsed)
 
 
-def report(engines: list[Engine], n_pairs: int, args: argparse.Namespace) -> str:
+def report(engines: list[Engine], n_pairs: int, args: argparse.Namespace, skipped: dict[str, str]) -> str:
     base = engines[0]
     base_rate = n_pairs / statistics.median(base.times)
     lines = [
@@ -134,17 +180,21 @@ def report(engines: list[Engine], n_pairs: int, args: argparse.Namespace) -> str
         "",
         f"`python -m benchmarks.run_rerank {' '.join(sys.argv[1:])}`",
         "",
-        f"| engine | pairs/s (median) | min-max | ratio to {base.name} | Spearman vs {base.name} "
+        cpu_line(),
+        "",
+        f"| engine | runs as | pairs/s (median) | min-max | ratio to {base.name} | Spearman vs {base.name} "
         "| max abs delta / spread |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for engine in engines:
         rates = sorted(n_pairs / t for t in engine.times)
         rate = statistics.median(rates)
         lines.append(
-            f"| {engine.name} | {rate:.1f} | {rates[0]:.1f}-{rates[-1]:.1f} | {rate / base_rate:.2f} | "
-            f"{spearman(engine.scores, base.scores):.4f} | {relative_delta(engine.scores, base.scores):.4f} |"
+            f"| {engine.name} | {engine.detail} | {rate:.1f} | {rates[0]:.1f}-{rates[-1]:.1f} | "
+            f"{rate / base_rate:.2f} | {spearman(engine.scores, base.scores):.4f} | "
+            f"{relative_delta(engine.scores, base.scores):.4f} |"
         )
+    lines.extend(f"\nskipped `{name}`: {reason}" for name, reason in skipped.items())
     return "\n".join(lines) + "\n"
 
 
@@ -173,6 +223,22 @@ def plot(engines: list[Engine], n_pairs: int, title: str, path: Path) -> None:
     plt.close(figure)
 
 
+def load_engines(names: list[str], path: Path) -> tuple[list[Engine], dict[str, str]]:
+    """The engines that can run here, and for each one that cannot, why (it is reported, not fatal)."""
+    from benchmarks.peers.remote import PeerUnavailable
+
+    engines, skipped = [], {}
+    for name in names:
+        try:
+            engines.append(ENGINES[name](path))
+        except PeerUnavailable as reason:
+            skipped[name] = str(reason)
+            print(f"skipping {name}: {reason}", file=sys.stderr)
+    if not engines:
+        raise SystemExit("no engine could run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    return engines, skipped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm-ce")
@@ -186,9 +252,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     path = model_path(args.model)
     pairs = WORKLOADS[args.workload]().pairs
-    engines = [ENGINES[name](path) for name in args.engines.split(",")]
+    engines, skipped = load_engines(args.engines.split(","), path)
     measure(engines, pairs, args.runs)
-    text = report(engines, len(pairs), args)
+    text = report(engines, len(pairs), args, skipped)
     print(text)
     RESULTS.mkdir(exist_ok=True)
     with (RESULTS / f"{args.workload}-{args.model}.md").open("a", encoding="utf-8") as handle:

@@ -18,8 +18,12 @@ VENV_PYTHON = Path(__file__).resolve().parent.parent / ".venvs" / "peers" / "bin
 WORKER = Path(__file__).resolve().parent / "worker.py"
 
 
+class PeerUnavailable(Exception):
+    """The peer cannot run here (package missing, model type or precision unsupported); the message says why."""
+
+
 class RemotePeer:
-    def __init__(self, engine: str, model_dir: Path, threads: int) -> None:
+    def __init__(self, engine: str, model_dir: Path, threads: int, calibration: Path | None = None) -> None:
         if not VENV_PYTHON.exists():
             raise SystemExit(f"peer {engine!r} needs its venv: run benchmarks/peers/setup.sh first")
         env = dict(
@@ -27,14 +31,20 @@ class RemotePeer:
         )
         env.pop("PYTHONPATH", None)
         self.process = subprocess.Popen(
-            [str(VENV_PYTHON), str(WORKER), engine, str(model_dir), str(threads)],
+            [str(VENV_PYTHON), str(WORKER), engine, str(model_dir), str(threads)]
+            + ([str(calibration)] if calibration is not None else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=sys.stderr,
             text=True,
             env=env,
         )
-        self.load_seconds = float(self._read()["load_seconds"])
+        first = self._read()
+        if "skip" in first:
+            self.process.wait(timeout=30)
+            raise PeerUnavailable(str(first["skip"]))
+        self.load_seconds = float(first["load_seconds"])  # type: ignore[arg-type]
+        self.detail = str(first.get("detail", ""))
         self.last_seconds = 0.0
 
     def _read(self) -> dict[str, object]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Make benchmarks/.venvs/peers: Infinity and optimum, which pin transformers 4.x and numpy<2 (rerankd uses
-# transformers 5). Git-ignored; torch comes from the same pinned CPU wheel as the project's.
+# Make benchmarks/.venvs/peers: Infinity, optimum, OpenVINO and CTranslate2, which pin transformers 4.x and
+# numpy<2 (rerankd uses transformers 5). Git-ignored; torch comes from the same pinned CPU wheel as the project's.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="$here/../.venvs/peers"
