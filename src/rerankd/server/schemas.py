@@ -13,13 +13,29 @@ from pydantic import (
     AfterValidator,
     AliasChoices,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
     RootModel,
     Tag,
     WithJsonSchema,
+)
+
+from rerankd.server.field_types import (
+    DOCUMENT_SCHEMA,
+    EMBEDDING_INPUT_SCHEMA,
+    NON_EMPTY,
+    PAIR_SCHEMA,
+    Count,
+    Direction,
+    DocumentIn,
+    Positive,
+    PromptCap,
+    Queries,
+    Texts,
+    WholeNumber,
+    items_field,
+    text_field,
 )
 
 
@@ -29,59 +45,6 @@ def _never_true(value: bool) -> bool:
     return value
 
 
-def _whole(value: Any) -> Any:
-    """JSON Schema's integers include 1.0: accept a float with no fractional part as that integer."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-# (constraints before the validator, so that the schema states them as JSON Schema's minimum)
-WholeNumber = Annotated[int, BeforeValidator(_whole)]
-Count = Annotated[int, Field(ge=0), BeforeValidator(_whole)]
-Positive = Annotated[int, Field(ge=1), BeforeValidator(_whole)]
-PromptCap = Annotated[int, Field(ge=-1), BeforeValidator(_whole)]
-DocumentIn = str | dict[str, Any]
-TextOrTexts = str | list[str]
-Direction = Literal["right", "left", "Right", "Left"]
-# Constraints the runtime checks itself (with a 400 and a message naming the field), declared in the schema too so
-# that clients and schema-driven tools know them: a query needs a non-space character, a list at least one item.
-NON_BLANK: dict[str, Any] = {"minLength": 1, "pattern": r"\S"}
-NON_EMPTY: dict[str, Any] = {"minItems": 1}
-
-
-def _text(**schema: Any) -> Any:
-    return Field(json_schema_extra={**NON_BLANK, **schema})
-
-
-def _items(**schema: Any) -> Any:
-    return Field(json_schema_extra={**NON_EMPTY, **schema})
-
-
-QUERY_SCHEMA: dict[str, Any] = {"type": "string", **NON_BLANK}
-QUERIES_SCHEMA: dict[str, Any] = {"anyOf": [QUERY_SCHEMA, {"type": "array", "items": QUERY_SCHEMA, **NON_EMPTY}]}
-TEXTS_SCHEMA: dict[str, Any] = {
-    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, **NON_EMPTY}]
-}
-PAIR_SCHEMA: dict[str, Any] = {
-    "type": "array",
-    "prefixItems": [QUERY_SCHEMA, {"type": "string"}],
-    "minItems": 2,
-    "maxItems": 2,
-}
-# An object document is ranked by its ``text`` field unless rank_fields names others.
-DOCUMENT_SCHEMA: dict[str, Any] = {
-    "anyOf": [{"type": "string"}, {"type": "object", "required": ["text"], "properties": {"text": {}}}]
-}
-Queries = Annotated[TextOrTexts | None, WithJsonSchema(QUERIES_SCHEMA)]
-Texts = Annotated[TextOrTexts | None, WithJsonSchema(TEXTS_SCHEMA)]
-_TOKEN_IDS: dict[str, Any] = {"type": "array", "items": {"type": "integer", "minimum": 0}, **NON_EMPTY}
-EMBEDDING_INPUT_SCHEMA: dict[str, Any] = {
-    "anyOf": [
-        {"type": "string", "minLength": 1},
-        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 2048},
-        _TOKEN_IDS,
-        {"type": "array", "items": _TOKEN_IDS, "minItems": 1, "maxItems": 2048},
-    ]
-}
 # vLLM's field pairs: a request names one of them, both sides.
 SCORE_FIELD_PAIRS = (("text_1", "text_2"), ("queries", "documents"), ("queries", "items"), ("data_1", "data_2"))
 SCORE_QUERY_FIELDS = ("text_1", "queries", "data_1")
@@ -105,7 +68,7 @@ class RerankRequest(RequestModel):
     """Cohere v1, Jina, vLLM and Infinity rerank requests (one union of their fields)."""
 
     model: str | None = None
-    query: str = _text()
+    query: str = text_field()
     documents: Annotated[list[DocumentIn], WithJsonSchema({"type": "array", "items": DOCUMENT_SCHEMA, **NON_EMPTY})]
     top_n: Count | None = Field(None, validation_alias=AliasChoices("top_n", "top_k"))
     return_documents: bool | None = None
@@ -127,8 +90,8 @@ class TEIRerankRequest(RequestModel):
     """text-embeddings-inference's rerank request (``texts`` instead of ``documents``)."""
 
     model: str | None = None
-    query: str = _text()
-    texts: list[str] = _items()
+    query: str = text_field()
+    texts: list[str] = items_field()
     truncate: bool | None = None
     truncation_direction: Direction | None = None
     raw_scores: bool = False
@@ -162,8 +125,8 @@ class V2RerankRequest(StrictRequest):
     documents — and ``max_chunks_per_doc``); anything else is a 422."""
 
     model: str | None = None
-    query: str = _text()
-    documents: list[str] = _items()
+    query: str = text_field()
+    documents: list[str] = items_field()
     top_n: Count | None = None
     max_tokens_per_doc: Positive | None = None
     max_chunks_per_doc: Positive | None = None

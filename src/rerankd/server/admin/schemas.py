@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from rerankd.server.schemas import Count, RequestModel, ResponseModel
+from rerankd.server.field_types import Count
+from rerankd.server.schemas import RequestModel, ResponseModel
 
 
 class WeightsIn(RequestModel):
