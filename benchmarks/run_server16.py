@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import platform
 import signal
 import statistics
 import subprocess
@@ -23,6 +24,7 @@ import httpx
 
 from benchmarks.models import model_path
 from rerankd.bench.workloads import rerank_batch
+from rerankd.hardware import cpu_flags
 
 Request = tuple[str, list[str]]
 
@@ -32,10 +34,10 @@ def make_requests() -> list[Request]:
     return [(work.queries[i], work.documents[i][j * 20 : (j + 1) * 20]) for i in range(16) for j in range(5)]
 
 
-def offline(path: str, requests: list[Request], seconds: float) -> float:
+def offline(path: str, requests: list[Request], seconds: float, dtype: str) -> tuple[float, str]:
     from rerankd import Reranker
 
-    reranker = Reranker.from_pretrained(path, device="cpu", dtype="float32")
+    reranker = Reranker.from_pretrained(path, device="cpu", dtype=dtype)
     reranker.rank(*requests[0])
     pairs, k, start = 0, 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -43,7 +45,7 @@ def offline(path: str, requests: list[Request], seconds: float) -> float:
         k += 1
         reranker.rank(query, docs)
         pairs += len(docs)
-    return pairs / (time.perf_counter() - start)
+    return pairs / (time.perf_counter() - start), reranker.info.dtype
 
 
 async def clients(url: str, requests: list[Request], seconds: float) -> tuple[float, list[float]]:
@@ -71,9 +73,10 @@ async def clients(url: str, requests: list[Request], seconds: float) -> tuple[fl
         return pairs / (time.perf_counter() - start), latencies
 
 
-def served(path: str, requests: list[Request], seconds: float, port: int) -> tuple[float, list[float]]:
+def served(path: str, requests: list[Request], seconds: float, port: int, dtype: str) -> tuple[float, list[float]]:
     exe = str(Path(sys.executable).with_name("rerankd"))
     command = [exe, "serve", "--model", f"ce={path}", "--port", str(port), "--cache", "none", "--device", "cpu"]
+    command += ["--dtype", dtype]
     process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     url = f"http://127.0.0.1:{port}"
     try:
@@ -96,12 +99,17 @@ def main() -> None:
     parser.add_argument("--model", default="minilm-ce")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--port", type=int, default=8790)
+    parser.add_argument("--dtype", default="auto", help="both sides load with this dtype (auto: the guard decides)")
     args = parser.parse_args()
     path, requests = str(model_path(args.model)), make_requests()
-    library = offline(path, requests, args.seconds)
-    rate, latencies = served(path, requests, args.seconds, args.port)
+    library, resolved = offline(path, requests, args.seconds, args.dtype)
+    # the server resolves "auto" the same way (same weights, machine and guard cache): pass what the library got
+    rate, latencies = served(path, requests, args.seconds, args.port, resolved)
     latencies.sort()
     p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
+    flags = [f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni") if f in cpu_flags()]
+    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {', '.join(flags) or 'avx2'}; "
+          f"load average {os.getloadavg()[0]:.1f}; dtype {args.dtype} -> {resolved} on both sides")  # fmt: skip
     print(f"offline library: {library:.1f} pairs/s")
     print(f"server (16 clients): {rate:.1f} pairs/s, ratio {rate / library:.2f}")
     p50 = statistics.median(latencies)
