@@ -22,11 +22,11 @@ def local_ray() -> Iterator[Any]:
     ray.shutdown()
 
 
-def replica_pids(app: str = "rerankd") -> list[int]:
-    """Process ids of the live Serve replicas of ``app`` (each asked for its own pid)."""
+def replica_pids(app: str = "rerankd", deployment: str = "rerankd") -> list[int]:
+    """Process ids of the live Serve replicas of ``deployment`` in ``app`` (each asked for its own pid)."""
     pids = []
     for actor in ray.util.list_named_actors(all_namespaces=True):
-        if actor["name"].startswith(f"SERVE_REPLICA::{app}#"):
+        if actor["name"].startswith(f"SERVE_REPLICA::{app}#{deployment}#"):
             handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
             try:
                 pids.append(ray.get(handle.__ray_call__.remote(lambda self: os.getpid()), timeout=20))

@@ -29,7 +29,10 @@ def test_serve_config_applications_build_with_their_scaling() -> None:
     for application in config["applications"]:
         assert application["import_path"] == "rerankd.distributed.serve:app_builder"
         args = application["args"]
-        deployment = app_builder(args)._bound_deployment  # what `serve run` deploys
+        router = app_builder(args)._bound_deployment  # what `serve run` deploys: the ingress, bound to the scorers
+        assert router.name == "rerankd-router" and router.ray_actor_options == {"num_cpus": 0}
+        deployment = router.init_args[0]._bound_deployment
+        assert deployment.name == "rerankd"
         options = deployment._deployment_config
         assert options.autoscaling_config.min_replicas == args["min_replicas"]
         assert options.autoscaling_config.max_replicas == args["max_replicas"]

@@ -1,33 +1,43 @@
 """``rerankd serve --ray`` and the ``serve run`` builder: the server's FastAPI app on Ray Serve.
 
-Each replica builds the very app ``rerankd serve`` runs (:func:`rerankd.server.create_app`, every dialect,
-A/B route, the score cache and ``/metrics``) as a Ray Serve FastAPI ingress, so there is one set of routes,
-never a fork. A replica loads every model of its application before it takes traffic and runs one rerankd
-scheduler per model: requests routed to it share token-budgeted batches exactly as in one ``rerankd serve``
-process. Ray Serve adds replicas across the cluster's CPUs/GPUs, scaling their number on ongoing requests per
-replica, and replaces a replica that dies.
+Two deployments. The scoring replicas (deployment ``rerankd``) each build the very app ``rerankd serve`` runs
+(:func:`rerankd.server.create_app`: every dialect, A/B route, the score cache and ``/metrics``), so there is one
+set of routes, never a fork; a replica loads every model of its application before it takes traffic and runs one
+rerankd scheduler per model, so requests routed to it share token-budgeted batches exactly as in one
+``rerankd serve`` process. Ray Serve adds scoring replicas across the cluster's CPUs/GPUs, scaling their number on
+ongoing requests per replica, and replaces a replica that dies.
+
+In front of them, the HTTP ingress (deployment ``rerankd-router``, no CPU reserved) authenticates each request
+and reads its body under the server's limits, then forwards it through a deployment handle. When the replica
+under a request dies, the router sends the request once more to another replica (scoring is idempotent; admin
+and feedback requests are not resent) and otherwise answers rerankd's JSON 503 with ``Retry-After`` — where
+Ray's proxy in front of a bare ingress would answer a plain-text 500.
 
 Several models: one application serves all the models given to it (``-m a=... -m b=...``, with ``--route``
 A/B aliases between them); to give models separate replicas and resources, run one application per model, each
 at its own route prefix (see ``deploy/ray/serve-config.yaml``).
 
-``/metrics`` describes the replica that answers the scrape; Ray's own metrics (``ray_serve_*``: requests,
+``/metrics`` describes the scoring replica that answers the scrape; Ray's own metrics (``ray_serve_*``: requests,
 latencies, ongoing requests, replica counts) cover the whole application.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from rerankd.distributed.cluster import connect, require_ray
+from rerankd.distributed.forwarding import ForwardedRequest, ForwardedResponse, call_asgi
 from rerankd.errors import InvalidInput
 from rerankd.settings import Settings
 
 logger = logging.getLogger(__name__)
-APP_NAME = "rerankd"
+APP_NAME = "rerankd"  # the scoring deployment (and the default application name)
+ROUTER_NAME = "rerankd-router"
 ENV_PREFIX = "RERANKD_RAY_"
 
 
@@ -43,6 +53,7 @@ class ServeScaling:
     max_ongoing_requests: int = 64  # requests the proxy sends one replica at once; the rest wait in the proxy
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    router_replicas: int = 1  # HTTP ingress replicas (no CPU reserved: they only authenticate and forward)
     upscale_delay_s: float = 5.0
     downscale_delay_s: float = 60.0
 
@@ -82,11 +93,20 @@ class ServeScaling:
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
         }
 
+    def router_options(self) -> dict[str, Any]:
+        if self.router_replicas < 1:
+            raise InvalidInput(f"router replicas: need >= 1, got {self.router_replicas}")
+        ongoing = max(1024, self.max_ongoing_requests * self.max_replicas * 4)  # waiting happens at the scorers
+        return {"num_replicas": self.router_replicas, "max_ongoing_requests": ongoing,
+                "ray_actor_options": {"num_cpus": 0}}  # fmt: skip
+
 
 class RerankdReplica:
-    """One Serve replica: loads the application's models, then serves ``create_app``'s FastAPI app."""
+    """One scoring replica: loads the application's models and runs ``create_app``'s FastAPI app (its lifespan,
+    scheduler, cache and metrics) for the requests the router forwards to it."""
 
-    def __init__(self, settings_fields: dict[str, Any], threads: int) -> None:
+    # Ray actors may construct asynchronously: the lifespan starts on the loop that serves the requests
+    async def __init__(self, settings_fields: dict[str, Any], threads: int) -> None:  # type: ignore[misc]
         import torch
         from transformers.utils import logging as transformers_logging
 
@@ -100,22 +120,114 @@ class RerankdReplica:
         }
         if any(str(r.info.device).startswith("cpu") for r in rerankers.values()):
             torch.set_num_threads(max(1, threads))  # the replica's CPU share, not every core of the node
-        self.rerankd_app = create_app(settings, rerankers=rerankers)  # not `app`: Serve's wrapper owns that name
+        self.rerankd_app = create_app(settings, rerankers=rerankers)
+        self._lifespan: AbstractAsyncContextManager[Any] | None = self.rerankd_app.router.lifespan_context(
+            self.rerankd_app
+        )
+        await self._lifespan.__aenter__()  # the schedulers start before the replica takes traffic
+
+    async def forward(self, request: ForwardedRequest) -> ForwardedResponse:
+        return await call_asgi(self.rerankd_app, request)
+
+    async def __del__(self) -> None:  # Serve's graceful shutdown: drain as `rerankd serve` does on SIGTERM
+        lifespan = getattr(self, "_lifespan", None)
+        if lifespan is not None:
+            self._lifespan = None
+            await lifespan.__aexit__(None, None, None)
+
+
+class RerankdRouter:
+    """The HTTP ingress: authenticates and reads each request under the server's limits (the same middleware as
+    ``rerankd serve``), forwards it to a scoring replica through a deployment handle, and turns a replica that
+    died under the request into one retry on another replica (scoring is idempotent), or else a JSON 503 with
+    ``Retry-After`` — never Ray's plain 500."""
+
+    def __init__(self, scorers: Any, settings_fields: dict[str, Any]) -> None:
+        from rerankd.server.metrics import Metrics
+        from rerankd.server.middleware import RequestContextMiddleware
+
+        self.scorers = scorers
+        settings = Settings(**settings_fields)
+        self.asgi = RequestContextMiddleware(self._forward, metrics=Metrics(), settings=settings)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return self.rerankd_app
+        return self.asgi
+
+    async def _forward(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":  # nothing to start: the scorers own the models and schedulers
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        message = await receive()  # the middleware's replay: the whole body, already read under the limits
+        request_id = scope["state"]["request_id"]
+        request = ForwardedRequest.from_scope(scope, message.get("body", b""), request_id)
+        disconnect = asyncio.ensure_future(receive())  # after the body: resolves when the client goes away
+        try:
+            response = await self._call_replica(request, disconnect)
+        finally:
+            disconnect.cancel()
+        if response is None:  # the client left: nothing to send
+            return
+        if isinstance(response, str):
+            await _unavailable(send, request, request_id, response)
+            return
+        for out in response.messages():
+            await send(out)
+
+    async def _call_replica(
+        self, request: ForwardedRequest, disconnect: asyncio.Future[Any]
+    ) -> ForwardedResponse | str | None:
+        """The replica's response; None when the client disconnected; the failure's text when replicas died."""
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
+        failure = ""
+        for attempt in range(1 + RETRIES if request.retryable else 1):
+            call = self.scorers.forward.remote(request)
+            pending = asyncio.ensure_future(_resolved(call))
+            done, _ = await asyncio.wait({pending, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+            if pending not in done:
+                call.cancel()
+                pending.cancel()
+                return None
+            try:
+                return pending.result()
+            except (RayActorError, ActorUnavailableError) as exc:
+                failure = f"{type(exc).__name__}"
+                logger.warning("scoring replica lost under %s %s (attempt %d): %s",
+                               request.method, request.path, attempt + 1, failure)  # fmt: skip
+        return failure
+
+
+RETRIES = 1  # a request whose replica died is sent once more, to another replica
+
+
+async def _resolved(call: Any) -> ForwardedResponse:
+    result: ForwardedResponse = await call
+    return result
+
+
+async def _unavailable(send: Any, request: ForwardedRequest, request_id: str, failure: str) -> None:
+    from rerankd.server.errors import plain_error_body
+    from rerankd.server.middleware import send_json
+
+    again = " after a retry" if request.retryable else ""
+    message = f"the scoring replica serving this request stopped ({failure}){again}; retry in a moment"
+    body = plain_error_body(message, error_type="service_unavailable", code="replica_lost", request_id=request_id)
+    await send_json(send, 503, body, [(b"retry-after", b"1")], tei=request.path == "/predict")
 
 
 def build_app(settings: Settings, scaling: ServeScaling | None = None) -> Any:
-    """The Ray Serve application (``serve.run`` it) for ``settings``: one deployment, one FastAPI ingress."""
+    """The Ray Serve application (``serve.run`` it): the router ingress in front of the scoring deployment."""
     require_ray()
     from ray import serve
 
     scaling = scaling or ServeScaling()
     settings.parsed_routes()  # a bad --model / --route fails here, not in every replica
-    ingress = serve.ingress()(RerankdReplica)
-    deployment = serve.deployment(name=APP_NAME, **scaling.deployment_options())(ingress)
-    return deployment.bind(settings.model_dump(mode="json"), int(max(1.0, scaling.num_cpus)))
+    fields_json = settings.model_dump(mode="json")
+    scorers = serve.deployment(name=APP_NAME, **scaling.deployment_options())(RerankdReplica)
+    router = serve.deployment(name=ROUTER_NAME, **scaling.router_options())(serve.ingress()(RerankdRouter))
+    return router.bind(scorers.bind(fields_json, int(max(1.0, scaling.num_cpus))), fields_json)
 
 
 def app_builder(args: dict[str, Any]) -> Any:

@@ -82,7 +82,7 @@ class RequestContextMiddleware:
         except Exception:  # the one place unexpected errors end: log the traceback, answer generically
             logger.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
             if not response["started"]:
-                await _send_json(send_with_id, 500, internal_error_body(request_id))
+                await send_json(send_with_id, 500, internal_error_body(request_id))
         finally:
             self._record(scope, response["status"], time.perf_counter() - started)
             request_id_var.reset(token)
@@ -94,7 +94,7 @@ class RequestContextMiddleware:
         if admin and not self.admin_keys:
             message = "the admin API is off; start the server with --admin-key"
             body = plain_error_body(message, error_type="not_found_error", code="admin_off", request_id=request_id)
-            await _send_json(send, 404, body)
+            await send_json(send, 404, body)
             return False
         keys = self.admin_keys if admin else self.keys
         if not keys or (not admin and (path in self.open_paths or path.startswith(OPEN_PREFIXES))):
@@ -104,7 +104,7 @@ class RequestContextMiddleware:
             return True
         message = "missing API key: send `Authorization: Bearer <key>`" if token is None else "invalid API key"
         body = plain_error_body(message, error_type="authentication_error", code="unauthorized", request_id=request_id)
-        await _send_json(send, 401, body, [(b"www-authenticate", b"Bearer")], tei=path == "/predict")
+        await send_json(send, 401, body, [(b"www-authenticate", b"Bearer")], tei=path == "/predict")
         return False
 
     async def _buffered(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> Receive | None:
@@ -152,14 +152,14 @@ class RequestContextMiddleware:
         body = plain_error_body(
             message, error_type="invalid_request_error", code="request_timeout", request_id=request_id
         )
-        await _send_json(send, 408, body, [(b"connection", b"close")])
+        await send_json(send, 408, body, [(b"connection", b"close")])
 
     async def _too_large(self, send: Send, request_id: str) -> None:
         message = f"request body over the payload limit of {self.max_body_bytes} bytes"
         body = plain_error_body(
             message, error_type="invalid_request_error", code="payload_too_large", request_id=request_id
         )
-        await _send_json(send, 413, body)
+        await send_json(send, 413, body)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")
@@ -179,7 +179,7 @@ class RequestContextMiddleware:
         )  # fmt: skip
 
 
-async def _send_json(
+async def send_json(
     send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None, *, tei: bool = False
 ) -> None:
     if tei:  # TEI clients read {"error", "error_type"}
