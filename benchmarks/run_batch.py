@@ -43,6 +43,7 @@ from benchmarks.run_server16 import clients, make_requests
 from rerankd import Reranker
 from rerankd.batch import JobSpec, open_job, run_local, step_rows
 from rerankd.bench.workloads import passage, rerank_batch
+from rerankd.hardware import cpu_description
 from rerankd.runtime.planner import plan_batches
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -263,11 +264,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8791)
     args = parser.parse_args()
     report = {"local": local, "ray": ray_scaling, "serve16": serve16}[args.mode](args)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")  # fmt: skip
+    dtype = "float32" if args.mode != "serve16" else "the server default (auto; bf16 where the CPU has it)"
     report += (
-        f"\n\nMachine: {cpu}, {os.cpu_count()} cores (AVX2, no AVX-512), float32, shared with other jobs while "
-        f"measured (load average at the end: {os.getloadavg()[0]:.1f}).\n"
+        f"\n\nMachine: {cpu_description()}, {dtype}, shared with other jobs while measured (load average at the "
+        f"end: {os.getloadavg()[0]:.1f}).\n"
     )
     name = (
         f"batch-{args.mode}-{args.workload}-{args.model}.md"

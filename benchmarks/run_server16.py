@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -24,7 +23,7 @@ import httpx
 
 from benchmarks.models import model_path
 from rerankd.bench.workloads import rerank_batch
-from rerankd.hardware import cpu_flags
+from rerankd.hardware import cpu_description
 
 Request = tuple[str, list[str]]
 
@@ -107,9 +106,8 @@ def main() -> None:
     rate, latencies = served(path, requests, args.seconds, args.port, resolved)
     latencies.sort()
     p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
-    flags = [f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni") if f in cpu_flags()]
-    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {', '.join(flags) or 'avx2'}; "
-          f"load average {os.getloadavg()[0]:.1f}; dtype {args.dtype} -> {resolved} on both sides")  # fmt: skip
+    print(f"CPU: {cpu_description()}; load average {os.getloadavg()[0]:.1f}; "
+          f"dtype {args.dtype} -> {resolved} on both sides")  # fmt: skip
     print(f"offline library: {library:.1f} pairs/s")
     print(f"server (16 clients): {rate:.1f} pairs/s, ratio {rate / library:.2f}")
     p50 = statistics.median(latencies)

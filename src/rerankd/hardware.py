@@ -4,6 +4,7 @@ nothing from rerankd, so every layer (families' ONNX sessions, the runtime's dev
 from __future__ import annotations
 
 import os
+import platform
 
 BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 (AVX-512 BF16, AMX) and aarch64 ("bf16" feature)
 
@@ -23,6 +24,29 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     except OSError:
         pass
     return set()
+
+
+SPEED_FLAGS = ("amx_bf16", "avx512_bf16", "avx512_vnni", "avx512f", "avx2", "bf16", "asimd")  # what moves matmul speed
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """The CPU as a speed figure should name it: model name, the flags that set matmul speed, usable CPUs —
+    e.g. ``"AMD EPYC (avx512_bf16, avx512_vnni, avx512f, avx2), 2 CPUs"``."""
+    name = ""
+    try:
+        with open(cpuinfo or CPUINFO, encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                    name = value.strip()
+                    break
+    except OSError:
+        pass
+    flags = cpu_flags(cpuinfo)
+    shown = [f for f in SPEED_FLAGS if f in flags]
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    label = name or platform.processor() or platform.machine() or "unknown CPU"
+    return f"{label} ({', '.join(shown) or 'no SIMD flags reported'}), {usable} CPUs"
 
 
 def cpu_has_native_bf16() -> bool:

@@ -90,6 +90,18 @@ def test_cpu_flags_are_read(
     assert hardware.cpu_has_native_bf16() is native
 
 
+def test_cpu_description_names_model_and_speed_flags(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: AMD EPYC 9R14\n" + X86_CPUINFO)
+    described = hardware.cpu_description(str(cpuinfo))
+    assert described.startswith("AMD EPYC 9R14 (amx_bf16, avx512_bf16, avx512f, avx2), ")
+    assert described.endswith(" CPUs")
+    cpuinfo.write_text(AVX2_CPUINFO)
+    assert hardware.cpu_description(str(cpuinfo)).startswith("AMD EPYC (avx2), ")
+    cpuinfo.write_text(ARM_CPUINFO)  # no model name: the platform's name stands in, the flags still tell
+    assert "(bf16, asimd), " in hardware.cpu_description(str(cpuinfo))
+
+
 def test_missing_cpuinfo_means_no_flags(tmp_path: Path) -> None:
     assert hardware.cpu_flags(str(tmp_path / "absent")) == set()
 

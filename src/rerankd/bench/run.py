@@ -27,6 +27,7 @@ import torch
 from rerankd.bench.workloads import WORKLOADS, Workload
 from rerankd.builder import LoadOptions
 from rerankd.families.base import CallOptions, Embedder
+from rerankd.hardware import cpu_description
 from rerankd.reranker import Reranker
 from rerankd.runtime.planner import padding_waste, plan_batches
 
@@ -58,6 +59,7 @@ class BenchReport:
     peak_trials: int = 1
     peak_shapes: str = ""  # the GEMMs the peak was measured with, e.g. "1024x384 @ 384x384, ..."
     peak_reliable: bool = True  # False when the model ran faster than the measured peak
+    cpu: str = ""  # the host CPU, named as every speed figure must name it (model, speed flags, CPUs)
 
     @property
     def peak_note(self) -> str | None:
@@ -219,6 +221,7 @@ def run_bench(
         peak_trials=probe.trials,
         peak_shapes=", ".join(f"{m}x{k} @ {k}x{n}" for m, k, n in dict.fromkeys(gemms)),
         peak_reliable=fraction is None or fraction <= 1.0,
+        cpu=cpu_description(),
     )
 
 

@@ -25,6 +25,7 @@ from rerankd.cli.app import (
 )
 
 ROWS = [
+    ("CPU", "cpu", "{}"),
     ("load time", "load_s", "{:.2f} s"),
     ("time to first result", "first_result_s", "{:.2f} s"),
     ("latency p50 (one query)", "latency_p50_ms", "{:.1f} ms"),
