@@ -149,3 +149,18 @@ def test_info_describes_the_model(bert: Reranker, bert_ce: Path) -> None:
     assert bert.info.device == "cpu" and bert.info.dtype == "float32"
     assert bert.info.max_length == 96
     assert bert.info.path == str(bert_ce.resolve())
+
+
+def test_loading_prints_nothing_and_leaves_transformers_settings_alone(
+    bert_ce: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A library never prints: transformers' "Loading weights" bar is off while rerankd loads, then as it was."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    capfd.readouterr()
+    reranker = Reranker.from_pretrained(str(bert_ce), device="cpu", dtype="float32")
+    reranker.score([("q", "d")])
+    printed = capfd.readouterr()
+    assert printed.out == "" and "Loading" not in printed.err and "%|" not in printed.err
+    assert hf_logging.is_progress_bar_enabled()  # the caller's setting is restored

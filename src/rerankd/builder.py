@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -122,6 +123,28 @@ def default_budget(device: torch.device) -> TokenBudget:
     return TokenBudget(max_tokens=8192, max_batch_size=128) if device.type == "cpu" else TokenBudget(65536, 512)
 
 
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """transformers draws a "Loading weights" bar on stderr for every load; a library never prints, so it is off
+    while rerankd loads (and back as it was afterwards: the caller's own transformers use is theirs)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
+def _load_quietly(
+    spec: FamilySpec, files: ModelFiles, device: torch.device, dtype: torch.dtype, options: LoadOptions
+) -> Family:
+    with _no_progress_bars():
+        return spec.load(files, device, dtype, options.model, options.fetch.trust_remote_code)
+
+
 def load_model(name: str, options: LoadOptions) -> LoadedModel:
     """Load ``name`` (folder, packaged model, hub id or ``modelscope:<id>``) as ``options`` say."""
     started = time.perf_counter()
@@ -149,7 +172,7 @@ def load_model(name: str, options: LoadOptions) -> LoadedModel:
         guarded, dtype = False, known[0]
         logger.info("dtype auto: %s (verdict remembered from an earlier load of %s)", dtype, files.path)
     guarded = guarded and float32_fits(files.path, device)
-    family = spec.load(files, device, torch.float32 if guarded else dtype, options.model, fetch.trust_remote_code)
+    family = _load_quietly(spec, files, device, torch.float32 if guarded else dtype, options)
     base = default_budget(device)
     info = ModelInfo(
         name=name,
