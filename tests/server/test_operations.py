@@ -77,8 +77,8 @@ def test_sigterm_stops_accepting_drains_in_flight_then_exits(bert_ce: Path) -> N
         while True:  # new connections are refused within a moment...
             try:
                 httpx.get(f"{url}/health", timeout=2)
-            except httpx.ConnectError:
-                break
+            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
+                break  # refused, or reset: a connection still in the backlog when the listener closed
             assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
             time.sleep(0.01)
         assert "big" not in out  # ... while the big request is still being computed
