@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "rerankd.errors": 0,
     "rerankd.hardware": 0,
     "rerankd.validation": 0,
+    "rerankd.jsonl": 0,
     "rerankd.loading": 0,
     "rerankd.chunking": 1,
     "rerankd.families": 1,

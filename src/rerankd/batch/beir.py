@@ -11,7 +11,6 @@ document is missing from the folder are skipped and counted (:attr:`BeirRunSourc
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import Any
 
 from rerankd.batch.sources import Cursor, PairRow, Scan, file_identity
 from rerankd.errors import InvalidInput
+from rerankd.jsonl import json_objects
 
 STAGED = "beir-run.sqlite"
 _BATCH = 10_000
@@ -123,28 +123,14 @@ def _insert(db: sqlite3.Connection, sql: str, rows: Iterator[tuple[Any, ...]]) -
     db.executemany(sql, chunk)
 
 
-def _json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"{path}:{number} is not valid JSON: {exc.msg}") from exc
-            if not isinstance(item, dict) or "_id" not in item:
-                raise InvalidInput(f'{path}:{number} must be a JSON object with an "_id"')
-            yield number, item
-
-
 def _corpus(path: Path) -> Iterator[tuple[str, str]]:
-    for _, item in _json_objects(path):
+    for _, item in json_objects(path, required="_id"):
         title, text = str(item.get("title") or "").strip(), str(item.get("text") or "").strip()
         yield str(item["_id"]), f"{title} {text}".strip()
 
 
 def _queries(path: Path) -> Iterator[tuple[str, str]]:
-    for number, item in _json_objects(path):
+    for number, item in json_objects(path, required="_id"):
         text = str(item.get("text") or "").strip()
         if not text:
             raise InvalidInput(f"{path}:{number}: query {item['_id']!r} has no text")

@@ -11,14 +11,13 @@ A TREC run file has one line per retrieved document: ``qid Q0 docid rank score t
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rerankd.errors import InvalidInput
+from rerankd.jsonl import json_objects
 
 logger = logging.getLogger(__name__)
 
@@ -48,20 +47,6 @@ class QueryDocumentPair:
     document: str
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"{path}:{number} is not valid JSON: {exc.msg}") from exc
-            if not isinstance(item, dict):
-                raise InvalidInput(f"{path}:{number} must be a JSON object")
-            yield number, item
-
-
 def _required_file(folder: Path, name: str) -> Path:
     path = folder / name
     if not path.is_file():
@@ -71,7 +56,7 @@ def _required_file(folder: Path, name: str) -> Path:
 
 def load_corpus(path: Path) -> dict[str, str]:
     corpus: dict[str, str] = {}
-    for number, item in _json_lines(path):
+    for number, item in json_objects(path):
         if "_id" not in item:
             raise InvalidInput(f'{path}:{number} needs an "_id" field')
         title, text = str(item.get("title") or "").strip(), str(item.get("text") or "").strip()
@@ -81,7 +66,7 @@ def load_corpus(path: Path) -> dict[str, str]:
 
 def load_queries(path: Path) -> dict[str, str]:
     queries: dict[str, str] = {}
-    for number, item in _json_lines(path):
+    for number, item in json_objects(path):
         if "_id" not in item or not isinstance(item.get("text"), str):
             raise InvalidInput(f'{path}:{number} needs "_id" and "text" fields')
         queries[str(item["_id"])] = item["text"]
@@ -174,7 +159,7 @@ def load_pairs_jsonl(path: str | Path) -> list[QueryDocumentPair]:
     if not source.is_file():
         raise InvalidInput(f"no such pairs file: {source}")
     pairs = []
-    for number, item in _json_lines(source):
+    for number, item in json_objects(source):
         document = next((item[key] for key in ("document", "text", "passage") if key in item), None)
         query = item.get("query")
         if not isinstance(query, str) or not isinstance(document, str):
