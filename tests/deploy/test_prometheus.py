@@ -18,6 +18,7 @@ import yaml
 from tests.deploy.conftest import DOCS, QUERY
 from tests.deploy.queries import DEPLOY, RULES, all_queries, rule_queries
 from tests.server.conftest import RunningServer, free_port
+from tests.system_tools import unavailable
 
 pytestmark = pytest.mark.timeout(180)
 PROMETHEUS_DIR = DEPLOY / "prometheus"
@@ -27,7 +28,7 @@ RATE_BY_ROUTE = "Request rate by route"
 def binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed (apt-get install -y prometheus)")
+        unavailable(f"{name} is not installed (apt-get install -y prometheus)")
     return path
 
 

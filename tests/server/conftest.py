@@ -25,6 +25,7 @@ from rerankd.runtime.worker import FamilyWorker
 from rerankd.server import create_app
 from rerankd.server.cache import ScoreCache
 from rerankd.settings import Settings
+from tests.system_tools import unavailable
 
 
 @dataclass
@@ -194,7 +195,7 @@ def redis_server(folder: Path) -> Iterator[RedisServer]:
     """A real redis-server on 127.0.0.1 and a random port (no persistence)."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+        unavailable("redis-server is not installed (apt-get install -y redis-server)")
     port = free_port()
     command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     process = subprocess.Popen([*command, "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
