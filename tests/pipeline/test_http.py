@@ -1,8 +1,10 @@
 """POST /v1/search on a real server (uvicorn on 127.0.0.1, httpx): retrieval over the served index, reranking
-through the server's engine (the same scores /v1/rerank gives, the score cache), typed errors, live updates."""
+through the rerank routes' path (the same scores /v1/rerank gives, the score cache, A/B arms, shadows, feedback),
+typed errors, live updates."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +29,8 @@ def tiny_ce(bert_ce: Path) -> Reranker:
 
 @pytest.fixture(scope="module")
 def search_server(dense_index: Path, tiny_ce: Reranker, encoder: Reranker) -> Iterator[RunningServer]:
-    settings = Settings(cache="memory", index=str(dense_index))
+    settings = Settings(cache="memory", index=str(dense_index), routes=("ab=tiny:50,minilm:50",),
+                        admin_key=("admin-key",))  # fmt: skip
     with serve(settings, {"tiny": tiny_ce, "minilm": encoder}) as running:
         yield running
 
@@ -115,3 +118,64 @@ def test_serve_has_an_index_option() -> None:
 
     result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
     assert "--index" in result.output
+
+
+def test_a_route_gives_each_user_one_arm_named_in_the_header(search_server: RunningServer) -> None:
+    """/v1/search draws a route's arm the way /v1/rerank does: once per request (the route's counter moves by one),
+    the same arm for every request of one x-rerankd-user, and the arm in the body and the x-rerankd-model header."""
+    before = sum(search_server.metric("rerankd_route_requests_total", route="ab", model=m) for m in ("tiny", "minilm"))
+    arms: dict[str, set[str]] = {}
+    with search_server.client() as client:
+        for user in [f"user-{i}" for i in range(16)]:
+            for query in ("panda", "capital city", "coffee"):
+                answer = client.post("/v1/search", json={"query": query, "k": 5, "model": "ab"},
+                                     headers={"x-rerankd-user": user})  # fmt: skip
+                assert answer.status_code == 200, answer.text
+                assert answer.headers["x-rerankd-model"] == answer.json()["model"]
+                arms.setdefault(user, set()).add(answer.json()["model"])
+    assert all(len(seen) == 1 for seen in arms.values()), arms
+    assert set().union(*arms.values()) == {"tiny", "minilm"}  # 16 users all on one arm: p = 2^-15
+    after = sum(search_server.metric("rerankd_route_requests_total", route="ab", model=m) for m in ("tiny", "minilm"))
+    assert after - before == 16 * 3
+
+
+def test_feedback_on_a_search_measures_the_lift_over_the_first_stage(search_server: RunningServer) -> None:
+    """The response id takes POST /v1/feedback; clicked indices are the results' first-stage positions, so the rank
+    lift is (first-stage position - served position) of the clicked result."""
+    with search_server.client() as client:
+        answer = client.post("/v1/search", json={"query": "panda", "k": 10, "model": "ab"},
+                             headers={"x-rerankd-user": "feedback-user"})  # fmt: skip
+        body = answer.json()
+        assert body["id"].startswith("search-") and body["candidates"] == 4
+        results = body["results"]
+        assert sorted(r["index"] for r in results) == list(range(4))
+        assert all(r["index"] == r["first_stage_rank"] - 1 for r in results)
+        clicked = max(results, key=lambda r: (abs(r["index"] - (r["rank"] - 1)), r["index"]))
+        labels = {"route": "ab", "model": body["model"], "measure": "rank_lift"}
+        lift_before = search_server.metric("rerankd_feedback_value_sum", **labels)
+        given = client.post("/v1/feedback", json={"id": body["id"], "clicked": [clicked["index"]]})
+        outside = client.post("/v1/feedback", json={"id": body["id"], "clicked": [4]})
+        first_stage_only = client.post("/v1/search", json={"query": "panda", "rerank": False}).json()
+    assert given.status_code == 202, given.text
+    assert (given.json()["route"], given.json()["model"]) == ("ab", body["model"])
+    lift = search_server.metric("rerankd_feedback_value_sum", **labels) - lift_before
+    assert lift == clicked["index"] - (clicked["rank"] - 1)
+    assert outside.status_code == 400  # 4 candidates were ranked: indices 0..3
+    assert first_stage_only["id"] is None and first_stage_only["model"] is None
+
+
+def test_a_shadow_scores_search_candidates_too(search_server: RunningServer) -> None:
+    admin = {"Authorization": "Bearer admin-key"}
+    labels = {"route": "tiny", "model": "tiny", "candidate": "minilm", "outcome": "done"}
+    before = search_server.metric("rerankd_shadow_requests_total", **labels)
+    with search_server.client() as client:
+        shadow = client.put("/admin/shadows/tiny", json={"candidate": "minilm", "fraction": 1.0}, headers=admin)
+        assert shadow.status_code == 200, shadow.text
+        try:
+            assert post(search_server, query="capital city", k=5, model="tiny")["model"] == "tiny"
+            deadline = time.monotonic() + 30
+            while search_server.metric("rerankd_shadow_requests_total", **labels) == before:
+                assert time.monotonic() < deadline, "the shadow never scored the search's candidates"
+                time.sleep(0.02)
+        finally:
+            client.delete("/admin/shadows/tiny", headers=admin)

@@ -1,8 +1,11 @@
-"""``POST /v1/search`` on ``rerankd serve --index DIR``: first stage over the embedded index, then the server's
-own reranking path (cache, scheduler, chunking, truncation), results with both scores and per-stage timings.
+"""``POST /v1/search`` on ``rerankd serve --index DIR``: first stage over the embedded index, then the path the
+rerank routes take (the A/B arm, sticky per ``x-rerankd-user``; shadow scoring; the score cache, scheduler, chunking
+and truncation; the end-to-end ``--timeout``), results with both scores and per-stage timings, and a response id
+that ``POST /v1/feedback`` takes (clicked indices are the results' ``index``: their first-stage positions).
 
 Errors are rerankd's typed errors, mapped to statuses by the server's one handler: a bad filter or retriever is
-400, an unknown model 404, an index folder without a committed index (or a model still loading) 503.
+400, an unknown model 404, the deadline passed 429, an index folder without a committed index (or a model still
+loading) 503.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -22,6 +27,12 @@ from rerankd.pipeline.base import MAX_K, Candidate, Retriever
 from rerankd.pipeline.pipeline import SearchHit, first_stage_hits, reranked_hits
 from rerankd.pipeline.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
 from rerankd.pipeline.store import SearchIndex
+
+if TYPE_CHECKING:
+    from rerankd.server.deadlines import Deadline
+    from rerankd.server.engine import PairScores
+
+T = TypeVar("T")
 
 
 class SearchRequest(BaseModel):
@@ -47,6 +58,7 @@ class SearchResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
+    index: int = Field(description="position in the first stage's list (0-based): what /v1/feedback's clicked takes")
     rank: int
     score: float
     rerank_score: float | None = None
@@ -68,9 +80,10 @@ class SearchTimings(BaseModel):
 class SearchResponse(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    id: str | None = Field(description="response id for POST /v1/feedback (null without reranking)")
     model: str | None
     retriever: str
-    generation: int
+    generation: int | None = Field(description="the index generation searched (null: a search cluster)")
     candidates: int
     results: list[SearchResult]
     timings: SearchTimings
@@ -106,31 +119,57 @@ class SearchState:
 def _result(hit: SearchHit, return_text: bool) -> SearchResult:
     document = hit.document
     return SearchResult(
-        id=document.id, rank=hit.rank, score=hit.score, rerank_score=hit.rerank_score,
+        id=document.id, index=hit.first_stage_rank - 1, rank=hit.rank, score=hit.score, rerank_score=hit.rerank_score,
         first_stage_score=hit.first_stage_score, first_stage_rank=hit.first_stage_rank, title=document.title,
         text=document.text if return_text else None, metadata=dict(document.metadata),
     )  # fmt: skip
 
 
-async def _rerank(
-    request: Request, body: SearchRequest, candidates: list[Candidate]
-) -> tuple[list[SearchHit], str, list[str]]:
-    from rerankd.server.dialects import rank_pairs
-    from rerankd.server.routes import engine_of, until_disconnected
+async def _within(deadline: Deadline, work: Awaitable[T]) -> T:
+    """``work``'s result, or the documented 429 (code ``timeout``) once the request's deadline has passed."""
+    try:
+        return await asyncio.wait_for(work, deadline.remaining())
+    except asyncio.TimeoutError:
+        raise deadline.exceeded() from None
 
-    engine = engine_of(request)
-    served = engine.resolve(body.model)
+
+async def _rerank(request: Request, body: SearchRequest, candidates: list[Candidate]) -> PairScores:
+    """The candidates scored the way /v1/rerank scores documents (``routes._scored``: the route's arm, sticky per
+    ``x-rerankd-user``; the request's deadline; a configured shadow), in first-stage order."""
+    from rerankd.server.dialects import rank_pairs
+    from rerankd.server.routes import _scored
+
     options = ScoreOptions(
         normalize=False if body.raw_scores else None,
         max_chunks_per_doc=body.max_chunks_per_doc,
         max_tokens_per_doc=body.max_tokens_per_doc,
     )
     pairs = rank_pairs(body.query, [c.document.body for c in candidates])
-    scores = await until_disconnected(request, engine.score_pairs(served, pairs, options))
-    return reranked_hits(candidates, scores.scores, body.top_n), scores.model, scores.warnings()
+    return await _scored(request, body.model, pairs, options)
+
+
+def _answer(
+    body: SearchRequest,
+    retriever: str,
+    generation: int | None,
+    candidates: list[Candidate],
+    scores: PairScores | None,
+    timings: SearchTimings,
+) -> SearchResponse:
+    """The response: reranked hits (with a response id for feedback), or the first stage's when not reranked."""
+    if scores is None:
+        hits, model, warnings, response_id = first_stage_hits(candidates, body.top_n), None, [], None
+    else:
+        hits, model, warnings = reranked_hits(candidates, scores.scores, body.top_n), scores.model, scores.warnings()
+        response_id = f"search-{uuid.uuid4()}"
+    return SearchResponse(
+        id=response_id, model=model, retriever=retriever, generation=generation, candidates=len(candidates),
+        results=[_result(hit, body.return_text) for hit in hits], timings=timings, warnings=warnings,
+    )  # fmt: skip
 
 
 def make_router() -> APIRouter:
+    from rerankd.server.admin.routes import remember
     from rerankd.server.auth import require_api_key
     from rerankd.server.routes import engine_of, until_disconnected
 
@@ -139,34 +178,32 @@ def make_router() -> APIRouter:
     @router.post("/v1/search", response_model=SearchResponse, summary="Search: retrieve, then rerank")
     async def search(request: Request, body: SearchRequest) -> Response:
         """First-stage candidates from the served index (bm25, dense or hybrid; metadata filters), re-ranked
-        by a served model; each result carries both scores, its id and fields; timings per stage."""
+        by a served model (or A/B route) as /v1/rerank would; each result carries both scores, its id and fields;
+        timings per stage; the response id takes feedback."""
         state: SearchState = request.app.state.search
-        if body.rerank:
-            engine_of(request).resolve(body.model)  # not ready / unknown model: fail before retrieving
+        engine = engine_of(request)
+        if body.rerank:  # not ready / unknown model: fail before retrieving (a route's arm is drawn once, below)
+            engine.resolve(None if body.model in engine.routes else body.model)
+        deadline = engine.deadline(getattr(request.state, "arrived", None))
         started = time.perf_counter()
         retriever = await asyncio.to_thread(state.retriever, body.retriever, body.fusion)
-        snapshot_generation = state.index().snapshot().generation
-        candidates = await until_disconnected(
-            request, asyncio.to_thread(retriever.retrieve, body.query, body.k, body.filters)
-        )
+        generation = state.index().snapshot().generation
+        retrieval = asyncio.to_thread(retriever.retrieve, body.query, body.k, body.filters)
+        candidates = await until_disconnected(request, _within(deadline, retrieval))
         retrieved = time.perf_counter()
-        model: str | None = None
-        warnings: list[str] = []
-        if body.rerank and candidates:
-            hits, model, warnings = await _rerank(request, body, candidates)
-        else:
-            hits = first_stage_hits(candidates, body.top_n)
+        scores = await _rerank(request, body, candidates) if body.rerank and candidates else None
         finished = time.perf_counter()
         timings = SearchTimings(
             retrieve_ms=(retrieved - started) * 1000,
             rerank_ms=(finished - retrieved) * 1000,
             total_ms=(finished - started) * 1000,
         )
-        response = SearchResponse(
-            model=model, retriever=body.retriever, generation=snapshot_generation, candidates=len(candidates),
-            results=[_result(hit, body.return_text) for hit in hits], timings=timings, warnings=warnings,
-        )  # fmt: skip
-        return JSONResponse(response.model_dump(mode="json"))
+        answer = _answer(body, body.retriever, generation, candidates, scores, timings)
+        if scores is None:
+            return JSONResponse(answer.model_dump(mode="json"))
+        assert answer.id is not None
+        remember(engine, answer.id, body.model, scores)  # the first-stage order is the rank-lift baseline
+        return JSONResponse(answer.model_dump(mode="json"), headers={"x-rerankd-model": scores.model})
 
     return router
 

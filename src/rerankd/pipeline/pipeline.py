@@ -71,9 +71,11 @@ def first_stage_hits(candidates: list[Candidate], top_n: int | None) -> list[Sea
 
 
 def reranked_hits(candidates: list[Candidate], scores: list[float], top_n: int | None) -> list[SearchHit]:
-    """Hits by reranker score, best first (ties keep first-stage order), cut to ``top_n``."""
-    order = sorted(range(len(candidates)), key=lambda i: -scores[i])
-    chosen = order[:top_n] if top_n else order
+    """Hits by reranker score, best first (ties keep first-stage order: ``jobs.ranking``, the order every rerank
+    answer and the feedback join use), cut to ``top_n``."""
+    from rerankd.jobs import ranking  # here: importing the pipeline (``rerankd index``) must not import torch
+
+    chosen = ranking(scores, top_n)
     return [
         SearchHit(candidates[i].document, rank, scores[i], candidates[i].score, candidates[i].rank, scores[i])
         for rank, i in enumerate(chosen, start=1)
