@@ -100,3 +100,9 @@ class NotReady(RerankdError):
     """The model is not loaded yet, or the engine is shutting down."""
 
     code = "not_ready"
+
+
+class StoreUnavailable(NotReady):
+    """A shared store (the Redis that keeps served rankings for feedback) cannot be reached right now: retry later."""
+
+    code = "store_unavailable"

@@ -38,6 +38,8 @@ def device_choice(text: str) -> str:
     return text.strip()
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
 # Settings whose command-line flag is not --<field-name>.
 FLAG_NAMES = {"request_timeout_s": "--timeout", "drain_timeout_s": "--drain-timeout", "models": "--model",
               "routes": "--route"}  # fmt: skip
@@ -109,6 +111,12 @@ class Settings(BaseSettings):
     state_file: str | None = Field(default=None, description="where live traffic changes persist across restarts")
     feedback_ttl_s: float = Field(default=3600.0, gt=0, description="how long a served ranking accepts feedback")
     feedback_k: int = Field(default=10, ge=1, description="the cutoff k of online MRR@k, NDCG@k and CTR@k")
+    feedback_store: str = Field(
+        default="memory", description="served rankings awaiting feedback: memory, or a redis:// URL replicas share"
+    )
+    feedback_min_dwell_ms: float = Field(
+        default=30_000.0, ge=0, description="a click with a reported dwell under this is a short click (0: all count)"
+    )
     allow_unauthenticated: bool = Field(
         default=False, description="serve without an API key even where require_api_key is set or the bind is public"
     )
@@ -146,6 +154,13 @@ class Settings(BaseSettings):
     @classmethod
     def _known_device(cls, value: str) -> str:
         return device_choice(value)
+
+    @field_validator("feedback_store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value.strip().lower() != "memory" and not value.strip().startswith(REDIS_SCHEMES):
+            raise ValueError("use memory or a Redis URL (redis://host:port/db, rediss://…, unix://…)")
+        return value.strip()
 
     @field_validator("models", "api_key", "admin_key", mode="before")
     @classmethod

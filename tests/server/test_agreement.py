@@ -7,7 +7,7 @@ import pytest
 
 from rerankd.evaluation.significance import compare_groups, events_needed, permutation_test
 from rerankd.server.admin.agreement import agreement, kendall_tau, rank_biased_overlap, top_k_overlap
-from rerankd.server.admin.feedback import Served, outcome
+from rerankd.server.admin.feedback import Served, outcome, satisfied_clicks
 from rerankd.server.admin.traffic import bucket, draw
 
 
@@ -36,6 +36,21 @@ def test_outcome_of_one_served_ranking() -> None:
     lifted = outcome(served, [3], {}, k=10)
     assert lifted.mrr == 1.0 and lifted.rank_lift == 3.0 and lifted.ndcg == 1.0
     assert outcome(served, [1], {}, k=2).ctr == 0.0  # clicked, but below the cutoff
+
+
+def test_a_short_click_is_not_a_satisfied_click() -> None:
+    served = Served("main", "b", (3, 0, 2, 1), 0.0)
+    # document 3 (shown first) opened for 2 s, document 0 (second) read for 45 s: only 0 counts at a 30 s threshold
+    dwell = {3: 2_000.0, 0: 45_000.0}
+    assert satisfied_clicks([3, 0], dwell, 30_000) == [0]
+    judged = outcome(served, [3, 0], {}, k=10, dwell_ms=dwell, min_dwell_ms=30_000)
+    assert judged.mrr == 0.5 and judged.rank_lift == -1.0 and judged.ctr == 1.0
+    only_short = outcome(served, [3], {}, k=10, dwell_ms={3: 2_000.0}, min_dwell_ms=30_000)
+    assert only_short.mrr == 0.0 and only_short.ctr == 0.0 and only_short.rank_lift == 0.0
+    assert outcome(served, [3], {}, k=10, dwell_ms={3: 2_000.0}, min_dwell_ms=0).mrr == 1.0  # threshold off
+    assert outcome(served, [3], {}, k=10, dwell_ms={}, min_dwell_ms=30_000).mrr == 1.0  # no dwell reported: counts
+    graded = outcome(served, [3], {3: 2}, k=10, dwell_ms={3: 2_000.0}, min_dwell_ms=30_000)
+    assert graded.mrr == 1.0  # an explicit grade wins over a short dwell
 
 
 def test_sticky_buckets_are_stable_and_weights_are_respected() -> None:

@@ -59,6 +59,10 @@ def serve(
         typer.Option("--allow-unauthenticated", help="Serve without an API key where one is required or expected."),
     ] = None,
     cache: Annotated[str | None, typer.Option(help="Score cache: memory, none or redis://host:port/db.")] = None,
+    feedback_store: Annotated[
+        str | None,
+        typer.Option(help="Where served rankings wait for POST /v1/feedback: memory or redis://host:port/db."),
+    ] = None,
     cache_size: Annotated[int | None, typer.Option(help="Entries of the in-memory score cache.")] = None,
     cache_max_bytes: Annotated[int | None, typer.Option(help="Bytes the in-memory score cache may hold.")] = None,
     max_queue: Annotated[int | None, typer.Option(help="Pairs waiting per model before 429.")] = None,
@@ -93,6 +97,7 @@ def serve(
         state_file=state_file,
         allow_unauthenticated=allow_unauthenticated,
         cache=cache,
+        feedback_store=feedback_store,
         cache_size=cache_size,
         cache_max_bytes=cache_max_bytes,
         max_queue=max_queue,
@@ -160,6 +165,8 @@ def _check_environment(settings: Settings) -> None:
     require("server", "rerankd serve")
     if settings.cache.startswith(("redis://", "rediss://", "unix://")):
         require("server", f"--cache {settings.cache}", modules=("redis",))
+    if settings.feedback_store.startswith(("redis://", "rediss://", "unix://")):
+        require("server", f"--feedback-store {settings.feedback_store}", modules=("redis",))
     if settings.index:
         require("search", "--index", modules=("tantivy",))
     if settings.port != 0:

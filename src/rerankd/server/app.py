@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from rerankd.reranker import Reranker
 from rerankd.server.admin.routes import admin, feedback
+from rerankd.server.admin.served_store import StoreCollector
 from rerankd.server.cache import CacheCollector, ScoreCache, make_cache
 from rerankd.server.docs import install_docs
 from rerankd.server.engine import Engine
@@ -38,6 +39,7 @@ def create_app(
     score_cache = cache if cache is not None else cache_for(settings)
     metrics.registry.register(CacheCollector(score_cache))
     engine = Engine(settings, metrics, score_cache, preloaded=rerankers)
+    metrics.registry.register(StoreCollector(engine.served_rankings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

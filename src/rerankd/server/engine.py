@@ -24,7 +24,8 @@ from rerankd.jobs import Budget, ScoreOptions, ScoringJob, describe_cut, primary
 from rerankd.reranker import Reranker
 from rerankd.runtime.activity import DeviceActivities
 from rerankd.runtime.scheduler import Scheduler, SchedulerConfig
-from rerankd.server.admin.feedback import FeedbackBook, ServedStore
+from rerankd.server.admin.feedback import FeedbackBook
+from rerankd.server.admin.served_store import make_served_store
 from rerankd.server.admin.traffic import Traffic
 from rerankd.server.cache import CachedScore, NoCache, ScoreCache, score_key, settings_digest
 from rerankd.server.deadlines import Deadline, in_thread
@@ -83,7 +84,7 @@ class Engine:
         self.traffic = Traffic(settings.parsed_routes(names), settings.state_file)
         self.models: dict[str, ServedModel] = {}
         self.loading: dict[str, str] = {}  # models being added at run time -> "loading" or the failure
-        self.served_rankings = ServedStore(ttl_s=settings.feedback_ttl_s)
+        self.served_rankings = make_served_store(settings.feedback_store, settings.feedback_ttl_s)
         self.feedback = FeedbackBook()
         self.background: set[asyncio.Task[None]] = set()  # shadow scorings in flight
         self.state: State = "loading"
@@ -136,6 +137,7 @@ class Engine:
         await asyncio.gather(*self.background, return_exceptions=True)
         await self.drain()
         await self.cache.close()
+        await self.served_rankings.close()
 
     def _prune_routes(self) -> None:
         """Arms of a restored state whose model is not served any more are dropped (and said so)."""

@@ -8,6 +8,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 AGREEMENT_BUCKETS = (-0.5, 0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+DWELL_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
 
 class Metrics:
@@ -79,6 +80,14 @@ class Metrics:
         self.feedback_unmatched = Counter(
             "rerankd_feedback_unmatched", "feedback for an unknown or expired response id", registry=r
         )
+        self.feedback_dwell = Histogram(
+            "rerankd_feedback_dwell_seconds", "reported dwell of clicked documents", ["route", "model"],
+            buckets=DWELL_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.feedback_short_clicks = Counter(
+            "rerankd_feedback_short_clicks", "clicks with a dwell under --feedback-min-dwell-ms (not counted)",
+            ["route", "model"], registry=r,
+        )  # fmt: skip
 
     def set_route_weights(self, routes: dict[str, list[tuple[str, float]]]) -> None:
         self.route_weight.clear()

@@ -28,8 +28,15 @@ class CircuitBreaker:
     """Closed (use the backend) until ``failures`` consecutive failures; then open for ``backoff_s``; then one
     caller at a time may probe (half-open) until a success closes it or a failure opens it again."""
 
-    def __init__(self, failures: int = 3, backoff_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        failures: int = 3,
+        backoff_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        what: str = "redis cache",
+    ) -> None:
         self.failures = failures
+        self.what = what  # named in the log lines
         self.backoff_s = backoff_s
         self._clock = clock
         self._consecutive = 0
@@ -51,7 +58,7 @@ class CircuitBreaker:
 
     def succeeded(self) -> None:
         if self._open_until is not None:
-            logger.info("redis cache reachable again; back in the request path")
+            logger.info("%s reachable again; back in use", self.what)
         self._consecutive, self._open_until, self._probing = 0, None, False
 
     def failed(self) -> None:
@@ -60,7 +67,7 @@ class CircuitBreaker:
         if was_open or self._consecutive >= self.failures:
             self._open_until = self._clock() + self.backoff_s
             if not was_open:
-                logger.warning("redis cache failing; out of the request path for %.1f s at a time", self.backoff_s)
+                logger.warning("%s failing; out of use for %.1f s at a time", self.what, self.backoff_s)
         self._probing = False
 
 

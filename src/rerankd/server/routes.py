@@ -8,6 +8,7 @@ queued pairs dropped.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable
 from typing import Literal, TypeVar
 
@@ -32,6 +33,7 @@ T = TypeVar("T")
 
 api = APIRouter(dependencies=[Depends(require_api_key)])
 STICKY_HEADER = "x-rerankd-user"  # a caller's user or session id: one user always sees one arm of a route
+RESPONSE_ID_HEADER = "x-rerankd-response-id"  # the id POST /v1/feedback takes, on every rerank and score answer
 ops = APIRouter()
 
 
@@ -40,11 +42,20 @@ def engine_of(request: Request) -> Engine:
     return engine
 
 
-def respond(body: BaseModel, model: str | None = None) -> Response:
+def respond(body: BaseModel, model: str | None = None, response_id: str | None = None) -> Response:
     """JSON of a response model; unset optional fields (e.g. ``document``) are omitted, never null. ``model``, the
-    served model (the arm, behind an A/B route), is also named in the ``x-rerankd-model`` header."""
-    headers = {"x-rerankd-model": model} if model else None
-    return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers=headers)
+    served model (the arm, behind an A/B route), is also named in the ``x-rerankd-model`` header; ``response_id``
+    (what ``POST /v1/feedback`` takes) in ``x-rerankd-response-id``, also where the dialect's body has no id."""
+    headers = {"x-rerankd-model": model} if model else {}
+    if response_id:
+        headers[RESPONSE_ID_HEADER] = response_id
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers=headers or None)
+
+
+def served_ranking(request: Request, requested: str | None, scores: PairScores, response_id: str) -> str:
+    """Remember the ranking this answer serves under ``response_id`` (for feedback) and return the id."""
+    remember(engine_of(request), response_id, requested, scores)
+    return response_id
 
 
 async def _wait_for_disconnect(request: Request) -> None:
@@ -98,12 +109,14 @@ async def _scored(
 )
 async def rerank(request: Request, body: s.AnyRerankRequest) -> Response:
     """Documents sorted by relevance to the query. A body with ``texts`` (and no ``documents``) is TEI's dialect:
-    a bare-array answer and TEI's error bodies."""
+    a bare-array answer (its response id, for feedback, in the ``x-rerankd-response-id`` header) and TEI's error
+    bodies."""
     if isinstance(body, s.TEIRerankRequest):
         request.state.dialect = "tei"
         pairs = d.rank_pairs(body.query, body.texts, param="texts")
         scores = await _scored(request, body.model, pairs, d.tei_options(body))
-        return respond(d.tei_response(scores, d.ranked_order(scores, None), body.texts, body.return_text), scores.model)
+        answer = d.tei_response(scores, d.ranked_order(scores, None), body.texts, body.return_text)
+        return respond(answer, scores.model, served_ranking(request, body.model, scores, f"rerank-{uuid.uuid4()}"))
     return await _rerank_v1(request, body)
 
 
@@ -125,8 +138,7 @@ async def _rerank_v1(request: Request, body: s.RerankRequest) -> Response:
     order = d.ranked_order(scores, body.top_n)
     return_documents = body.return_documents is not False
     answer = d.rerank_response(scores, order, body.documents, return_documents, version="1")
-    remember(engine_of(request), answer.id, body.model, scores)
-    return respond(answer, scores.model)
+    return respond(answer, scores.model, served_ranking(request, body.model, scores, answer.id))
 
 
 @api.post("/v2/rerank", response_model=s.V2RerankResponse, summary="Rerank (Cohere v2)", responses=error_responses())
@@ -135,29 +147,32 @@ async def rerank_v2(request: Request, body: s.V2RerankRequest) -> Response:
     pairs = d.rank_pairs(body.query, body.documents)
     scores = await _scored(request, body.model, pairs, d.v2_options(body), body.priority or 0)
     answer = d.v2_response(scores, d.ranked_order(scores, body.top_n), len(body.documents))
-    remember(engine_of(request), answer.id, body.model, scores)
-    return respond(answer, scores.model)
+    return respond(answer, scores.model, served_ranking(request, body.model, scores, answer.id))
 
 
 # ---------------------------------------------------------------------------------------------- score / predict
 @api.post("/score", response_model=s.ScoreResponse, summary="Score pairs (vLLM)", responses=error_responses())
 @api.post("/v1/score", response_model=s.ScoreResponse, summary="Score pairs (vLLM)", responses=error_responses())
 async def score(request: Request, body: s.ScoreRequest) -> Response:
-    """One score per pair: text_1/text_2 (or queries/documents, queries/items, data_1/data_2), 1:1, 1:N, N:N."""
+    """One score per pair: text_1/text_2 (or queries/documents, queries/items, data_1/data_2), 1:1, 1:N, N:N. The
+    body's ``id`` is the response id feedback takes (its indices are the ``data`` indices)."""
     pairs = d.score_request_pairs(body)
     scores = await _scored(request, body.model, pairs, d.score_options(body), body.priority)
-    return respond(d.score_response(scores), scores.model)
+    answer = d.score_response(scores)
+    return respond(answer, scores.model, served_ranking(request, body.model, scores, answer.id))
 
 
 @api.post(
     "/predict", response_model=s.PredictResponse, summary="Score pairs (TEI)", responses=error_responses(tei=True)
 )
 async def predict(request: Request, body: s.PredictRequest) -> Response:
-    """TEI's predict: ``{"inputs": [query, document]}`` or a batch of such pairs."""
+    """TEI's predict: ``{"inputs": [query, document]}`` or a batch of such pairs. The response id feedback takes is
+    in the ``x-rerankd-response-id`` header (TEI's body has no id; feedback indices are the pairs' positions)."""
     request.state.dialect = "tei"
     pairs, single = d.predict_pairs(body.inputs)
     scores = await _scored(request, body.model, pairs, d.tei_options(body))
-    return respond(d.predict_response(scores, single), scores.model)
+    answer = d.predict_response(scores, single)
+    return respond(answer, scores.model, served_ranking(request, body.model, scores, f"predict-{uuid.uuid4()}"))
 
 
 # ---------------------------------------------------------------------------------------------- embeddings

@@ -3,12 +3,13 @@ each arm of each route accumulates MRR@k, NDCG@k, click-through in the top k and
 
 The first-stage order is the order the caller sent the documents in (what it would have shown without reranking),
 so "rank lift" is how many places reranking moved the clicked documents up (seed 004's "before and after").
+A click counts only when it satisfied the user: one with a reported dwell under ``--feedback-min-dwell-ms`` (30 s by
+default, the usual "satisfied click" threshold) is a short click and counts as no click.
 """
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -34,45 +35,40 @@ class Served:
 class Outcome:
     mrr: float
     ndcg: float
-    ctr: float  # 1.0 when a document in the top k was clicked
-    rank_lift: float  # mean (first-stage position - served position) of the clicked documents
+    ctr: float  # 1.0 when a document in the top k got a satisfied click
+    rank_lift: float  # mean (first-stage position - served position) of the documents with a satisfied click
 
     def value(self, measure: str) -> float:
         return float(getattr(self, measure))
 
 
-def outcome(served: Served, clicked: Sequence[int], grades: Mapping[int, int], k: int) -> Outcome:
-    """The quality of one served ranking given what the user did (clicked documents get grade 1 unless graded)."""
-    judged = {str(index): 1 for index in clicked} | {str(index): grade for index, grade in grades.items()}
+def satisfied_clicks(clicked: Sequence[int], dwell_ms: Mapping[int, float], min_dwell_ms: float) -> list[int]:
+    """The clicks that count: a click whose reported dwell is under ``min_dwell_ms`` is a short click (the user
+    came straight back: the document did not satisfy them); a click without a reported dwell counts."""
+    return [index for index in clicked if dwell_ms.get(index, min_dwell_ms) >= min_dwell_ms]
+
+
+def outcome(
+    served: Served,
+    clicked: Sequence[int],
+    grades: Mapping[int, int],
+    k: int,
+    dwell_ms: Mapping[int, float] | None = None,
+    min_dwell_ms: float = 0.0,
+) -> Outcome:
+    """The quality of one served ranking given what the user did: satisfied clicks (see :func:`satisfied_clicks`)
+    get grade 1 unless graded; an explicit grade wins, also for a short click."""
+    counted = satisfied_clicks(clicked, dwell_ms or {}, min_dwell_ms)
+    judged = {str(index): 1 for index in counted} | {str(index): grade for index, grade in grades.items()}
     ranking = [str(index) for index in served.order]
     positions = {index: rank for rank, index in enumerate(served.order)}
-    lifts = [index - positions[index] for index in clicked if index in positions]
+    lifts = [index - positions[index] for index in counted if index in positions]
     return Outcome(
         mrr=reciprocal_rank(ranking, judged, k),
         ndcg=ndcg(ranking, judged, k),
-        ctr=1.0 if any(positions.get(index, k) < k for index in clicked) else 0.0,
+        ctr=1.0 if any(positions.get(index, k) < k for index in counted) else 0.0,
         rank_lift=float(np.mean(lifts)) if lifts else 0.0,
     )
-
-
-class ServedStore:
-    """What was served, by response id: bounded in entries and in time (older entries cannot get feedback)."""
-
-    def __init__(self, max_entries: int = 100_000, ttl_s: float = 3600.0) -> None:
-        self.max_entries = max_entries
-        self.ttl_s = ttl_s
-        self._entries: OrderedDict[str, Served] = OrderedDict()
-
-    def remember(self, response_id: str, served: Served) -> None:
-        self._entries[response_id] = served
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def get(self, response_id: str) -> Served | None:
-        served = self._entries.get(response_id)
-        if served is None or time.time() - served.at > self.ttl_s:
-            return None
-        return served
 
 
 @dataclass

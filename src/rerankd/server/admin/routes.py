@@ -11,7 +11,7 @@ from rerankd.errors import InvalidInput, ModelNotFound
 from rerankd.jobs import ranking
 from rerankd.server.admin import control
 from rerankd.server.admin import schemas as a
-from rerankd.server.admin.feedback import Served, outcome
+from rerankd.server.admin.feedback import Outcome, Served, outcome, satisfied_clicks
 from rerankd.server.admin.traffic import Shadow
 from rerankd.server.auth import require_api_key
 from rerankd.server.engine import Engine, PairScores
@@ -95,8 +95,10 @@ async def report(request: Request, route: str, baseline: str | None = None, meas
     "/v1/feedback", status_code=202, summary="What the user did with a served ranking", responses=error_responses()
 )
 async def post_feedback(request: Request, body: a.FeedbackIn) -> a.FeedbackOut:
+    """Joins the event with the ranking served under ``id`` (404 when unknown or expired; 503 when a shared store
+    cannot be reached) and adds its outcome to that arm's online quality."""
     engine = engine_of(request)
-    served = engine.served_rankings.get(body.id)
+    served = await engine.served_rankings.get(body.id)
     if served is None:
         engine.metrics.feedback_unmatched.inc()
         raise ModelNotFound(f"no served ranking {body.id!r} (unknown, or older than the feedback window)", param="id")
@@ -106,16 +108,42 @@ async def post_feedback(request: Request, body: a.FeedbackIn) -> a.FeedbackOut:
         raise InvalidInput(
             f"document index {out_of_range[0]} is outside the {len(served.order)} ranked", param="clicked"
         )
-    result = outcome(served, body.clicked, grades, engine.settings.feedback_k)
+    dwell = _dwell(body, len(served.order))
+    minimum = engine.settings.feedback_min_dwell_ms
+    result = outcome(served, body.clicked, grades, engine.settings.feedback_k, dwell, minimum)
     engine.feedback.record(served, result)
+    counted = satisfied_clicks(body.clicked, dwell, minimum)
+    short = [index for index in body.clicked if index not in counted]
+    _count(engine, served, result, dwell, len(short))
+    return a.FeedbackOut(route=served.route, model=served.arm, short_clicks=short)
+
+
+def _dwell(body: a.FeedbackIn, ranked: int) -> dict[int, float]:
+    """``dwell_ms`` by document index; every key must be a clicked index (dwell is time spent after a click)."""
+    dwell: dict[int, float] = {}
+    for key, value in (body.dwell_ms or {}).items():
+        if not key.isdigit() or int(key) >= ranked:
+            raise InvalidInput(f"dwell_ms key {key!r} is not a document index below {ranked}", param="dwell_ms")
+        if int(key) not in body.clicked:
+            raise InvalidInput(f"dwell_ms names document {key}, which is not in clicked", param="dwell_ms")
+        dwell[int(key)] = value
+    return dwell
+
+
+def _count(engine: Engine, served: Served, result: Outcome, dwell: dict[int, float], short: int) -> None:
+    """The event in /metrics: per arm, the event, the sum of each measure, the dwell of each click, short clicks."""
     engine.metrics.feedback_events.labels(served.route, served.arm).inc()
+    if short:
+        engine.metrics.feedback_short_clicks.labels(served.route, served.arm).inc(short)
     for measure, value in asdict(result).items():
         engine.metrics.feedback_sum.labels(served.route, served.arm, measure).inc(value)
-    return a.FeedbackOut(route=served.route, model=served.arm)
+    for milliseconds in dwell.values():
+        engine.metrics.feedback_dwell.labels(served.route, served.arm).observe(milliseconds / 1000)
 
 
 def remember(engine: Engine, response_id: str, requested: str | None, scores: PairScores) -> None:
-    """Keep what was served (the whole ranking) under the response id, so feedback can be joined with it."""
+    """Keep what was served (the whole ranking) under the response id, so feedback can be joined with it. Never
+    waits: a shared store writes behind the response."""
     route = requested if requested in engine.routes else scores.model
     engine.served_rankings.remember(
         response_id, Served(route, scores.model, tuple(ranking(scores.scores)), time.time())

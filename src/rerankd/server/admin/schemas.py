@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -36,18 +36,22 @@ class AdminState(ResponseModel):
 
 class FeedbackIn(RequestModel):
     """What the user did with a served ranking: the response ``id`` and the document indices (positions in the
-    request's ``documents``) they clicked or used; optional graded relevance and dwell time per index."""
+    request's ``documents``) they clicked or used; optional graded relevance and, per clicked index, the dwell time:
+    a click with a dwell under the server's ``--feedback-min-dwell-ms`` is a short click and counts as no click."""
 
-    id: str = Field(min_length=1)
+    id: str = Field(min_length=1, max_length=256)
     clicked: list[Count] = Field(default_factory=list)
     relevance: dict[str, Count] | None = None
-    dwell_ms: dict[str, float] | None = None
+    dwell_ms: dict[str, Annotated[float, Field(ge=0)]] | None = Field(
+        None, description="clicked index -> milliseconds the user stayed on the document"
+    )
 
 
 class FeedbackOut(ResponseModel):
     status: Literal["recorded"] = "recorded"
     route: str
     model: str
+    short_clicks: list[int] = Field(default_factory=list, description="clicks under the dwell threshold (not counted)")
 
 
 class ArmOut(ResponseModel):
