@@ -4,6 +4,7 @@ typed errors, live updates."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from rerankd.pipeline import BM25Retriever, Document, IndexWriter
+from rerankd.pipeline import BM25Retriever, Document, IndexWriter, make_retriever
 from rerankd.pipeline.http import SearchResponse
 from rerankd.settings import Settings
 from tests.server.conftest import RunningServer, serve
@@ -179,3 +180,56 @@ def test_a_shadow_scores_search_candidates_too(search_server: RunningServer) -> 
                 time.sleep(0.02)
         finally:
             client.delete("/admin/shadows/tiny", headers=admin)
+
+
+def rerank_scores(server: RunningServer, query: str, documents: list[str], **options: object) -> list[float]:
+    """/v1/rerank's scores of ``documents`` in input order (the reference /v1/search must agree with)."""
+    body = {"model": "tiny", "query": query, "documents": documents, **options}
+    answer = server.client().post("/v1/rerank", json=body)
+    assert answer.status_code == 200, answer.text
+    scores = {r["index"]: r["relevance_score"] for r in answer.json()["results"]}
+    return [scores[i] for i in range(len(documents))]
+
+
+def test_raw_scores_are_the_logits(search_server: RunningServer, dense_index: Path) -> None:
+    candidates = BM25Retriever(dense_index).retrieve("capital city", k=5)
+    bodies = [c.document.body for c in candidates]
+    raw = post(search_server, query="capital city", k=5, model="tiny", raw_scores=True)["results"]
+    normal = post(search_server, query="capital city", k=5, model="tiny")["results"]
+    logits = rerank_scores(search_server, "capital city", bodies, raw_scores=True)
+    assert {r["id"]: r["score"] for r in raw} == {
+        c.id: pytest.approx(s, abs=1e-6) for c, s in zip(candidates, logits, strict=True)
+    }
+    probability = {r["id"]: r["score"] for r in normal}
+    assert all(probability[r["id"]] == pytest.approx(1 / (1 + math.exp(-r["score"])), abs=1e-6) for r in raw)
+
+
+def test_chunking_options_score_each_candidate_by_its_best_chunk(
+    search_server: RunningServer, dense_index: Path
+) -> None:
+    candidates = BM25Retriever(dense_index).retrieve("panda", k=10)
+    bodies = [c.document.body for c in candidates]
+    options = {"max_tokens_per_doc": 8, "max_chunks_per_doc": 3}
+    chunked = post(search_server, query="panda", k=10, model="tiny", **options)
+    whole = post(search_server, query="panda", k=10, model="tiny")
+    expected = rerank_scores(search_server, "panda", bodies, **options)
+    assert {r["id"]: r["score"] for r in chunked["results"]} == {
+        c.id: pytest.approx(s, abs=1e-6) for c, s in zip(candidates, expected, strict=True)
+    }
+    assert {r["id"]: r["score"] for r in chunked["results"]} != {r["id"]: r["score"] for r in whole["results"]}
+    assert chunked["warnings"], "chunks past max_chunks_per_doc are reported, as /v1/rerank reports them"
+    too_many = search_server.client().post("/v1/search", json={"query": "panda", "model": "tiny",
+                                                               "max_chunks_per_doc": 10_000})  # fmt: skip
+    assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "max_chunks_per_doc"
+
+
+def test_weighted_fusion(search_server: RunningServer, dense_index: Path, encoder: Reranker) -> None:
+    query = "a bear that eats bamboo"
+    weighted = post(search_server, query=query, retriever="hybrid", fusion="weighted", k=6, top_n=None, rerank=False)
+    rrf = post(search_server, query=query, retriever="hybrid", k=6, top_n=None, rerank=False)
+    expected = make_retriever("hybrid", dense_index, encoder, fusion="weighted").retrieve(query, k=6)
+    assert [(r["id"], r["first_stage_score"]) for r in weighted["results"]] == [
+        (c.id, pytest.approx(c.score, abs=1e-6)) for c in expected
+    ]
+    assert max(r["first_stage_score"] for r in weighted["results"]) <= 1.0 + 1e-6  # 0.5 + 0.5 at most
+    assert [r["first_stage_score"] for r in weighted["results"]] != [r["first_stage_score"] for r in rrf["results"]]
