@@ -30,6 +30,7 @@ RATE = "$__rate_interval"
 API = 'route!~"/health|/ready|/metrics"'  # probes and scrapes are not API traffic
 MODEL = 'model=~"$model"'
 QUANTILES = (0.5, 0.95, 0.99)
+AGREEMENT = ("kendall_tau", "rbo", "top1_overlap", "top5_overlap")  # rerankd.server.admin.agreement's measures
 
 
 def query(expr: str, legend: str, ref_id: str = "A") -> prometheus.Dataquery:
@@ -208,6 +209,124 @@ def batching() -> list[timeseries.Panel]:
     ]
 
 
+def rollout() -> list[timeseries.Panel]:
+    """Changing models safely (docs/rollout.md): the realised A/B split, shadow agreement and outcomes, feedback and
+    each arm's online quality."""
+
+    def per_arm(expr: str) -> str:
+        return f"sum by (route, model) ({expr})"
+
+    routed = f"rate(rerankd_route_requests_total{{{MODEL}}}[{RATE}])"
+    everything = f"sum by (route) (rate(rerankd_route_requests_total[{RATE}]))"
+
+    def agreement(measure: str, ref_id: str) -> prometheus.Dataquery:
+        """The median of one agreement measure; for top-1 overlap (0 or 1) the share of requests whose top document
+        agrees. (The histogram has no _sum: Kendall tau can be negative, so prometheus_client leaves it out.)"""
+        selector = f'{MODEL}, measure="{measure}"'
+        if measure == "top1_overlap":
+            below_one = f'rate(rerankd_shadow_agreement_bucket{{{selector}, le="0.99"}}[{RATE}])'
+            total = f"rate(rerankd_shadow_agreement_count{{{selector}}}[{RATE}])"
+            share = f"1 - sum by (route, candidate) ({below_one}) / sum by (route, candidate) ({total})"
+            return query(share, "{{route}} {{candidate}} top-1 agrees (share)", ref_id)
+        expr = (
+            "histogram_quantile(0.5, sum by (le, route, candidate) "
+            f"(rate(rerankd_shadow_agreement_bucket{{{selector}}}[{RATE}])))"
+        )
+        return query(expr, f"{{{{route}}}} {{{{candidate}}}} {measure} p50", ref_id)
+
+    def online(measure: str, ref_id: str) -> prometheus.Dataquery:
+        value = per_arm(f'rerankd_feedback_value_sum{{{MODEL}, measure="{measure}"}}')
+        events = per_arm(f"rerankd_feedback_events_total{{{MODEL}}}")
+        return query(f"{value} / {events}", f"{{{{route}}}} {{{{model}}}} {measure}", ref_id)
+
+    return [
+        graph(
+            "A/B split by route: share of requests per arm",
+            "percentunit",
+            [
+                query(f"{per_arm(routed)} / on (route) group_left {everything}", "{{route}} → {{model}}"),
+                query(f"avg by (route, model) (rerankd_route_weight{{{MODEL}}})", "{{route}} → {{model}} weight", "B"),
+            ],
+            "Requests each arm of a weighted route answered, as a share of the route's requests, next to the "
+            "configured weight: the two lines of an arm should meet (sticky users make small routes lumpy).",
+        ),
+        graph(
+            "Shadow agreement by candidate",
+            "short",
+            [agreement(m, ref) for m, ref in zip(AGREEMENT, "ABCD", strict=True)],
+            "How far the shadow candidate's ranking agrees with the served one: median Kendall tau, rank-biased "
+            "overlap and top-5 overlap, and the share of requests whose top document is the same. Near 1: the "
+            "candidate changes little; near 0: look before shipping.",
+        ),
+        graph(
+            "Shadow scorings/s by outcome",
+            "reqps",
+            [
+                query(
+                    f"sum by (candidate, outcome) (rate(rerankd_shadow_requests_total{{{MODEL}}}[{RATE}]))",
+                    "{{candidate}} {{outcome}}",
+                )
+            ],
+            "Shadow scorings done, shed (dropped first when queues fill: no idle capacity for the candidate) and "
+            "failed.",
+        ),
+        graph(
+            "Feedback events/s by arm",
+            "reqps",
+            [
+                query(per_arm(f"rate(rerankd_feedback_events_total{{{MODEL}}}[{RATE}])"), "{{route}} {{model}}"),
+                query(
+                    per_arm(f"rate(rerankd_feedback_short_clicks_total{{{MODEL}}}[{RATE}])"),
+                    "{{route}} {{model}} short clicks",
+                    "B",
+                ),
+                query(f"sum(rate(rerankd_feedback_unmatched_total[{RATE}]))", "unknown or expired id", "C"),
+            ],
+            "POST /v1/feedback joined with a served ranking, per arm; clicks under the dwell threshold; feedback "
+            "whose response id was unknown or expired.",
+        ),
+        graph(
+            "Online quality by arm (MRR@k, NDCG@k, CTR@k)",
+            "short",
+            [online("mrr", "A"), online("ndcg", "B"), online("ctr", "C")],
+            "Mean per feedback event since the replicas started (satisfied clicks only). "
+            "`rerankd admin report` adds the significance test and the events a decision needs.",
+        ),
+        graph(
+            "Rank lift by arm",
+            "short",
+            [online("rank_lift", "A")],
+            "Places reranking moved the clicked documents up from the first stage's order, mean per event.",
+        ),
+        graph(
+            "Dwell of clicks by arm (p50/p95/p99)",
+            "s",
+            quantile_queries("rerankd_feedback_dwell_seconds", "model", MODEL),
+            "Reported dwell of clicked documents: an arm whose dwell falls while its CTR rises wins clicks, not "
+            "readers.",
+        ),
+        graph(
+            "Feedback store",
+            "short",
+            [
+                query("min by (backend) (rerankd_feedback_store_available)", "{{backend}} available"),
+                query(
+                    f"sum by (backend) (rate(rerankd_feedback_store_dropped_total[{RATE}]))",
+                    "{{backend}} rankings dropped/s",
+                    "B",
+                ),
+                query(
+                    f"sum by (backend, op) (rate(rerankd_feedback_store_errors_total[{RATE}]))",
+                    "{{backend}} {{op}} errors/s",
+                    "C",
+                ),
+            ],
+            "Where served rankings wait for feedback (memory, or a Redis replicas share): 0 = unreachable, "
+            "feedback answers 503 and rankings served meanwhile get none.",
+        ),
+    ]
+
+
 def build() -> dict[str, object]:
     datasource = db.DatasourceVariable("datasource").label("Data source").type("prometheus")
     model = (
@@ -223,7 +342,7 @@ def build() -> dict[str, object]:
     board = (
         db.Dashboard("rerankd")
         .uid(UID)
-        .description("rerankd: traffic, errors, latency, queues, batching, cache and A/B split")
+        .description("rerankd: traffic, errors, latency, queues, batching, cache, A/B split, shadow and feedback")
         .tags(["rerankd"])
         .refresh("30s")
         .time("now-1h", "now")
@@ -236,6 +355,7 @@ def build() -> dict[str, object]:
         ("Traffic and errors", traffic()),
         ("Latency", latency()),
         ("Queues, batching, cache", batching()),
+        ("Rollout: A/B split, shadow, feedback", rollout()),
     ]
     ids = iter(range(1, 1000))
     for title, panels in sections:  # the SDK lays the panels out left to right, row by row (widths add up to 24)

@@ -16,6 +16,7 @@ from tests.server.conftest import RunningServer, serve
 
 QUERY = "what is the giant panda bear of china?"
 DOCS = ["the giant panda is a bear species of china", "paris is the capital city of france", "hello world"]
+ADMIN = {"Authorization": "Bearer deploy-admin"}
 
 
 def exported_samples(text: str) -> dict[str, set[str]]:
@@ -43,19 +44,42 @@ def drive(server: RunningServer) -> None:
         assert client.get("/health").status_code == 200
 
 
+def drive_rollout(server: RunningServer) -> None:
+    """The rollout series (docs/rollout.md): a route's arm, a 100% shadow, feedback with a satisfied click (40 s
+    dwell), a short click (1 s) and an unknown id."""
+    with server.client() as client:
+        shadow = client.put("/admin/shadows/main", json={"candidate": "tiny-b", "fraction": 1.0}, headers=ADMIN)
+        assert shadow.status_code == 200, shadow.text
+        for dwell, short in ((40_000, False), (1_000, True)):
+            answer = client.post("/v1/rerank", json={"model": "main", "query": QUERY, "documents": DOCS}).json()
+            top = answer["results"][0]["index"]
+            event = {"id": answer["id"], "clicked": [top], "dwell_ms": {str(top): dwell}}
+            given = client.post("/v1/feedback", json=event)
+            assert given.status_code == 202 and given.json()["short_clicks"] == ([top] if short else [])
+        assert client.post("/v1/feedback", json={"id": "rerank-unknown", "clicked": [0]}).status_code == 404
+    deadline = time.monotonic() + 30  # shadows run after the answers, when the device is idle
+    while server.metric("rerankd_shadow_requests_total", outcome="done") < 2:
+        assert time.monotonic() < deadline, "the shadow scorings never finished"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
-def deploy_models(bert_ce: Path, minilm_path: Path) -> dict[str, Reranker]:
+def deploy_models(bert_ce: Path, xlmr_ce: Path, minilm_path: Path) -> dict[str, Reranker]:
     return {
         "tiny": Reranker.from_pretrained(str(bert_ce), device="cpu", dtype="float32"),
+        "tiny-b": Reranker.from_pretrained(str(xlmr_ce), device="cpu", dtype="float32"),
         "minilm": Reranker.from_pretrained(str(minilm_path), device="cpu", dtype="float32"),
     }
 
 
 @pytest.fixture(scope="session")
 def live_server(deploy_models: dict[str, Reranker]) -> Iterator[RunningServer]:
-    """A server with a score cache that has served one request of each kind."""
-    with serve(Settings(cache="memory"), deploy_models) as running:
+    """A server with a score cache that has served one request of each kind, and a route ``main`` (all traffic on
+    ``tiny``, ``tiny-b`` its shadow) that has had feedback."""
+    settings = Settings(cache="memory", routes=("main=tiny:100,tiny-b:0",), admin_key=("deploy-admin",))
+    with serve(settings, deploy_models) as running:
         drive(running)
+        drive_rollout(running)
         yield running
 
 

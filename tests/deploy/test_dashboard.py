@@ -89,11 +89,41 @@ def test_every_query_uses_the_datasource_variable(board: dict[str, Any]) -> None
         ("cache hit ratio", "cache hit ratio", "rerankd_cache_hits_total"),
         ("429s", "429s", 'status="429"'),
         ("A/B split", "a/b split", "rerankd_scored_pairs_total"),
+        ("route split per arm", "a/b split by route", "rerankd_route_requests_total"),
+        ("route weights", "a/b split by route", "rerankd_route_weight"),
+        ("shadow Kendall tau", "shadow agreement", "histogram_quantile(0.5, sum by (le, route, candidate)"),
+        ("shadow top-1 overlap", "shadow agreement", 'measure="top1_overlap"'),
+        ("shadow done/shed", "shadow scorings", "rerankd_shadow_requests_total"),
+        ("feedback events", "feedback events", "rerankd_feedback_events_total"),
+        ("unmatched feedback", "feedback events", "rerankd_feedback_unmatched_total"),
+        ("online MRR per arm", "online quality by arm", 'measure="mrr"'),
+        ("online NDCG per arm", "online quality by arm", 'measure="ndcg"'),
+        ("online CTR per arm", "online quality by arm", 'measure="ctr"'),
+        ("rank lift per arm", "rank lift by arm", 'measure="rank_lift"'),
+        ("dwell per arm", "dwell of clicks by arm", "rerankd_feedback_dwell_seconds_bucket"),
+        ("feedback store health", "feedback store", "rerankd_feedback_store_available"),
     ],
 )
 def test_dashboard_shows(topic: str, title_words: str, expr_words: str) -> None:
     matching = [q for q in dashboard_queries() if title_words in q.where.lower() and expr_words in q.expr]
     assert matching, f"no panel shows {topic}"
+
+
+def test_the_rollout_row_holds_the_rollout_panels(board: dict[str, Any]) -> None:
+    """docs/rollout.md tells users to watch these: they sit under their own row, after every other panel."""
+    titles = [panel["title"] for panel in board["panels"]]
+    row = titles.index("Rollout: A/B split, shadow, feedback")
+    assert board["panels"][row]["type"] == "row"
+    assert set(titles[row + 1 :]) == {
+        "A/B split by route: share of requests per arm",
+        "Shadow agreement by candidate",
+        "Shadow scorings/s by outcome",
+        "Feedback events/s by arm",
+        "Online quality by arm (MRR@k, NDCG@k, CTR@k)",
+        "Rank lift by arm",
+        "Dwell of clicks by arm (p50/p95/p99)",
+        "Feedback store",
+    }
 
 
 def test_latency_panels_show_p50_p95_p99(board: dict[str, Any]) -> None:

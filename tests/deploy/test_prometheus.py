@@ -142,6 +142,44 @@ def test_real_prometheus_scrapes_rerankd_and_answers_the_dashboard(prometheus: s
     assert not {"/health", "/ready", "/metrics"} & set(rates)  # probes and scrapes are not API traffic
 
 
+def panel_values(prometheus: str, title: str, ref_id: str = "A", arm: str = "model") -> dict[tuple[str, str], float]:
+    """(route, arm label) -> value of one dashboard query, as the real Prometheus answers it (NaN left out)."""
+    (panel_query,) = [q for q in all_queries() if q.where == f"dashboard: {title} [{ref_id}]"]
+    return {
+        (r["metric"].get("route", ""), r["metric"].get(arm, "")): float(r["value"][1])
+        for r in instant(prometheus, panel_query.expr)
+        if r["value"][1] != "NaN"
+    }
+
+
+def test_real_prometheus_answers_the_rollout_panels(prometheus: str, live_server: RunningServer) -> None:
+    """The rollout row's queries mean what their titles say: route main sends every request to tiny (weight 100 vs
+    0), and its online MRR is 0.5 (one satisfied click on the top document, one short click: conftest.drive_rollout)."""
+    wait_for(lambda: instant(prometheus, 'up{job="rerankd"} == 1'), "the first scrape")
+    with live_server.client() as client:
+        for i in range(6):  # traffic the rate window sees
+            body = {"model": "main", "query": f"{QUERY} {i}", "documents": DOCS}
+            assert client.post("/v1/rerank", json=body).status_code == 200
+    split = "A/B split by route: share of requests per arm"
+    shares = wait_for(lambda: panel_values(prometheus, split).get(("main", "tiny")), "a share for main -> tiny")
+    assert shares == 1.0
+    assert panel_values(prometheus, split, "B") == {("main", "tiny"): 1.0, ("main", "tiny-b"): 0.0}
+    quality = "Online quality by arm (MRR@k, NDCG@k, CTR@k)"
+    assert wait_for(lambda: panel_values(prometheus, quality), "online MRR") == {("main", "tiny"): 0.5}
+    assert panel_values(prometheus, quality, "C") == {("main", "tiny"): 0.5}  # CTR: the short click is no click
+    shadow = "Shadow agreement by candidate"  # the 6 requests were shadowed by tiny-b (conftest.drive_rollout)
+    for ref_id, low in (("A", -1.0), ("C", 0.0)):  # Kendall tau p50, share of requests with the same top document
+        values = wait_for(  # (a dict with the key: a value of 0.0 is an answer too)
+            lambda ref=ref_id: {
+                k: v
+                for k, v in panel_values(prometheus, shadow, ref, arm="candidate").items()
+                if k == ("main", "tiny-b")
+            },
+            f"shadow agreement [{ref_id}]",
+        )
+        assert low <= values["main", "tiny-b"] <= 1.0
+
+
 def test_real_prometheus_evaluates_every_query_and_rule(prometheus: str) -> None:
     wait_for(lambda: instant(prometheus, 'up{job="rerankd"} == 1'), "the first scrape")
     for query in all_queries():
