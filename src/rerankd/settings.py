@@ -42,7 +42,7 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 # Settings whose command-line flag is not --<field-name>.
 FLAG_NAMES = {"request_timeout_s": "--timeout", "drain_timeout_s": "--drain-timeout", "models": "--model",
-              "routes": "--route"}  # fmt: skip
+              "routes": "--route", "first_stage_timeout_s": "--first-stage-timeout"}  # fmt: skip
 
 
 def explain(error: ValidationError) -> str:
@@ -140,6 +140,22 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     index: str | None = Field(default=None, description="search index folder served at POST /v1/search")
 
+    # --- search's first stage (`rerankd search`, POST /v1/search): the embedded index or a cluster (docs/search.md)
+    first_stage: Literal["index", "elasticsearch", "opensearch"] = Field(
+        default="index", description="the embedded index (--index), or an Elasticsearch / OpenSearch cluster"
+    )
+    first_stage_url: Listed = Field(default=(), description="the cluster's node URLs (env: comma-separated)")
+    first_stage_index: str | None = Field(default=None, description="the cluster's index, alias or pattern searched")
+    first_stage_query: str | None = Field(
+        default=None, description='query DSL (JSON or @file) in which "{{query}}" is the query (default: multi_match)'
+    )
+    first_stage_fields: str = Field(default="", description="hit fields: id=,title=,text=,metadata=,filter_prefix=")
+    first_stage_api_key: str | None = Field(default=None, repr=False, description="Elasticsearch API key")
+    first_stage_auth: str | None = Field(default=None, repr=False, description="basic auth user:password")
+    first_stage_ca_certs: str | None = Field(default=None, description="CA file that signs the cluster's certificate")
+    first_stage_verify_certs: bool = Field(default=True, description="verify the cluster's TLS certificate")
+    first_stage_timeout_s: float = Field(default=10.0, gt=0, description="time limit of one cluster search")
+
     @field_validator("quantize", mode="before")
     @classmethod
     def _no_quantization(cls, value: Any) -> Any:
@@ -162,7 +178,7 @@ class Settings(BaseSettings):
             raise ValueError("use memory or a Redis URL (redis://host:port/db, rediss://…, unix://…)")
         return value.strip()
 
-    @field_validator("models", "api_key", "admin_key", mode="before")
+    @field_validator("models", "api_key", "admin_key", "first_stage_url", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value

@@ -129,9 +129,9 @@ def _handler(engine: FakeEngine) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def fake_engine(flavor: str, certificate: tuple[str, str] | None = None) -> Iterator[FakeEngine]:
-    """Run the stand-in; ``certificate`` = (cert file, key file) serves HTTPS."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+def fake_engine(flavor: str, certificate: tuple[str, str] | None = None, port: int = 0) -> Iterator[FakeEngine]:
+    """Run the stand-in (on ``port``, or a free one); ``certificate`` = (cert file, key file) serves HTTPS."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), BaseHTTPRequestHandler)
     scheme = "http"
     if certificate is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

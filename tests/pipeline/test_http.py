@@ -5,6 +5,7 @@ typed errors, live updates."""
 from __future__ import annotations
 
 import math
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 from rerankd.pipeline import BM25Retriever, Document, IndexWriter, make_retriever
 from rerankd.pipeline.http import SearchResponse
 from rerankd.settings import Settings
+from tests.pipeline.conftest import ROWS
+from tests.pipeline.engine_fixture import CLUSTER_BLOCK, fake_engine, search_response
 from tests.server.conftest import RunningServer, serve
 
 if TYPE_CHECKING:
@@ -233,3 +236,90 @@ def test_weighted_fusion(search_server: RunningServer, dense_index: Path, encode
     ]
     assert max(r["first_stage_score"] for r in weighted["results"]) <= 1.0 + 1e-6  # 0.5 + 0.5 at most
     assert [r["first_stage_score"] for r in weighted["results"]] != [r["first_stage_score"] for r in rrf["results"]]
+
+
+# ---------------------------------------------------------------------------------------------- a search cluster
+# Contract tests: `rerankd serve --first-stage elasticsearch|opensearch` against the local _search stand-in.
+PANDA_ROWS = [row for row in ROWS if row["id"] in ("d01", "d02", "d09", "d10")]
+PANDA_HITS = search_response(
+    [(row["id"], 9.0 - i, {"title": row["title"], "body": row["text"], "meta": row["metadata"]})
+     for i, row in enumerate(PANDA_ROWS)]
+)  # fmt: skip
+
+
+def cluster_settings(flavor: str, url: str, **fields: object) -> Settings:
+    return Settings(cache="none", first_stage=flavor, first_stage_url=(url,), first_stage_index="docs",  # type: ignore[arg-type]
+                    first_stage_fields="text=body,metadata=meta,filter_prefix=meta.",
+                    first_stage_auth="elastic:changeme", **fields)  # fmt: skip
+
+
+@pytest.mark.contract
+@pytest.mark.parametrize("flavor", ["elasticsearch", "opensearch"])
+def test_search_reranks_the_clusters_candidates(flavor: str, tiny_ce: Reranker) -> None:
+    with fake_engine(flavor) as engine, serve(cluster_settings(flavor, engine.url), {"tiny": tiny_ce}) as server:
+        engine.answer(PANDA_HITS)
+        body = post(server, query="panda", k=4, top_n=3, model="tiny", filters={"lang": "en"})
+        sent = engine.requests[-1]
+        wrong = server.client().post("/v1/search", json={"query": "panda", "retriever": "bm25"})
+        other = "opensearch" if flavor == "elasticsearch" else "elasticsearch"
+        other_engine = server.client().post("/v1/search", json={"query": "panda", "retriever": other})
+        bodies = [f"{row['title']} {row['text']}" for row in PANDA_ROWS]
+        expected = dict(zip([r["id"] for r in PANDA_ROWS], rerank_scores(server, "panda", bodies), strict=True))
+    assert (sent.method, sent.path.split("?")[0]) == ("POST", "/docs/_search")
+    assert sent.body == {"query": {"bool": {"must": [{"multi_match": {"query": "panda", "fields": ["body", "title"]}}],
+                                            "filter": [{"term": {"meta.lang": "en"}}]}}, "size": 4}  # fmt: skip
+    assert sent.headers["authorization"].startswith("Basic ")
+    assert body["retriever"] == flavor and body["generation"] is None and body["candidates"] == 4
+    assert body["id"].startswith("search-") and body["model"] == "tiny"
+    ordered = sorted(expected, key=lambda i: -expected[i])[:3]
+    assert [r["id"] for r in body["results"]] == ordered
+    assert [r["score"] for r in body["results"]] == pytest.approx([expected[i] for i in ordered], abs=1e-6)
+    first = {row["id"]: (9.0 - i, i) for i, row in enumerate(PANDA_ROWS)}
+    assert all((r["first_stage_score"], r["index"]) == first[r["id"]] for r in body["results"])
+    assert body["results"][0]["metadata"]["lang"] == "en"
+    assert wrong.status_code == 400 and "no search index" in wrong.json()["error"]["message"]
+    assert other_engine.status_code == 400 and other_engine.json()["error"]["param"] == "retriever"
+
+
+@pytest.mark.contract
+@pytest.mark.parametrize("flavor", ["elasticsearch", "opensearch"])
+def test_a_cluster_that_is_down_is_a_typed_503_and_the_server_stays_up(flavor: str, tiny_ce: Reranker) -> None:
+    with fake_engine(flavor) as engine, serve(cluster_settings(flavor, engine.url), {"tiny": tiny_ce}) as server:
+        engine.answer(CLUSTER_BLOCK, status=503)
+        blocked = server.client().post("/v1/search", json={"query": "panda", "model": "tiny"})
+        scored = server.metric("rerankd_scored_pairs_total", model="tiny")  # nothing reached the model
+        engine.answer(PANDA_HITS)
+        recovered = post(server, query="panda", model="tiny")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"  # nothing listens there once the probe closes
+    with serve(cluster_settings(flavor, closed), {"tiny": tiny_ce}) as server, server.client() as client:
+        down = client.post("/v1/search", json={"query": "panda", "model": "tiny"})
+        health = client.get("/health")
+        rerank = client.post("/v1/rerank", json={"model": "tiny", "query": "panda", "documents": ["a panda"]})
+        nothing_scored = server.metric("rerankd_scored_pairs_total", model="tiny") == 1  # only /v1/rerank's pair
+    for failed in (blocked, down):
+        assert failed.status_code == 503, failed.text
+        assert failed.json()["error"]["code"] == "first_stage_unavailable"
+        assert "unavailable" in failed.json()["error"]["message"]
+    assert scored == 0 and recovered["candidates"] == 4
+    assert health.status_code == 200 and rerank.status_code == 200 and nothing_scored
+
+
+@pytest.mark.contract
+def test_the_deadline_covers_retrieval(tiny_ce: Reranker) -> None:
+    """--timeout counts from the request's arrival: a first stage slower than it is the documented 429 `timeout`
+    at the deadline (before, the reranking got a fresh --timeout of its own after a slow retrieval)."""
+    with fake_engine("elasticsearch") as engine:
+        settings = cluster_settings("elasticsearch", engine.url, request_timeout_s=0.5, retry_after_s=2)
+        engine.answer(PANDA_HITS, delay_s=1.5)
+        with serve(settings, {"tiny": tiny_ce}) as server:
+            started = time.monotonic()
+            late = server.client().post("/v1/search", json={"query": "panda", "model": "tiny"})
+            waited = time.monotonic() - started
+            engine.answer(PANDA_HITS)
+            in_time = post(server, query="panda", model="tiny")
+    assert late.status_code == 429, late.text
+    assert late.json()["error"]["code"] == "timeout" and late.headers["retry-after"] == "2"
+    assert waited < 1.4  # answered at the deadline, not when the slow cluster finally answered
+    assert in_time["candidates"] == 4

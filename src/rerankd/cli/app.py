@@ -72,6 +72,7 @@ EXIT_STATUS: dict[str, int] = {
     "device_unavailable": 3,
     "model_fetch_failed": 4,
     "not_ready": 4,
+    "first_stage_unavailable": 4,
     "store_unavailable": 4,
     "overloaded": 4,
     "timeout": 4,

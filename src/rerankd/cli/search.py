@@ -1,10 +1,12 @@
-"""``rerankd index`` (build or update an embedded search index) and ``rerankd search`` (retrieve, then rerank)."""
+"""``rerankd index`` (build or update an embedded search index) and ``rerankd search`` (retrieve, then rerank), and
+the ``--first-stage*`` options that ``rerankd search`` and ``rerankd serve`` share (an Elasticsearch or OpenSearch
+cluster as the first stage; each has a ``RERANKD_FIRST_STAGE*`` env var twin)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,6 +25,45 @@ from rerankd.cli.app import (
     make_settings,
     quiet_libraries,
 )
+
+if TYPE_CHECKING:
+    from rerankd.pipeline import Retriever
+    from rerankd.settings import Settings
+
+FirstStageOpt = Annotated[
+    str | None, typer.Option("--first-stage", help="index (the default: --index), elasticsearch or opensearch.")
+]
+FirstStageUrlOpt = Annotated[list[str] | None, typer.Option("--first-stage-url", help="Cluster node URL; repeatable.")]
+FirstStageIndexOpt = Annotated[str | None, typer.Option("--first-stage-index", help="Cluster index or alias searched.")]
+FirstStageQueryOpt = Annotated[
+    str | None, typer.Option("--first-stage-query", help='Query DSL, JSON or @file; "{{query}}" is the query text.')
+]
+FirstStageFieldsOpt = Annotated[
+    str | None, typer.Option("--first-stage-fields", help="Hit fields: id=,title=,text=,metadata=,filter_prefix=.")
+]
+FirstStageApiKeyOpt = Annotated[str | None, typer.Option("--first-stage-api-key", help="Elasticsearch API key.")]
+FirstStageAuthOpt = Annotated[str | None, typer.Option("--first-stage-auth", help="Basic auth user:password.")]
+FirstStageCaOpt = Annotated[str | None, typer.Option("--first-stage-ca-certs", help="CA file of the cluster's TLS.")]
+FirstStageVerifyOpt = Annotated[
+    bool | None,
+    typer.Option("--first-stage-verify-certs/--no-first-stage-verify-certs", help="Verify the cluster's certificate."),
+]
+FirstStageTimeoutOpt = Annotated[
+    float | None, typer.Option("--first-stage-timeout", help="Seconds one cluster search may take (default 10).")
+]
+
+
+def first_stage_flags(
+    first_stage: str | None, url: list[str] | None, index: str | None, query: str | None, fields: str | None,
+    api_key: str | None, auth: str | None, ca_certs: str | None, verify: bool | None, timeout: float | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The ``--first-stage*`` flags as Settings fields (None: not given, the env var or default applies)."""
+    return {
+        "first_stage": first_stage, "first_stage_url": tuple(url) if url else None, "first_stage_index": index,
+        "first_stage_query": query, "first_stage_fields": fields, "first_stage_api_key": api_key,
+        "first_stage_auth": auth, "first_stage_ca_certs": ca_certs, "first_stage_verify_certs": verify,
+        "first_stage_timeout_s": timeout,
+    }  # fmt: skip
 
 
 def _read_ids(path: Path) -> list[str]:
@@ -109,13 +150,36 @@ def _parse_filters(text: str | None) -> dict[str, Any] | None:
     return value
 
 
+def _first_stage(settings: Settings, index: Path, retriever: str | None, fusion: str, device: str | None) -> Retriever:
+    """The cluster ``settings`` name, else ``retriever`` (bm25 by default) over the index folder."""
+    from rerankd.pipeline import SearchIndex, make_retriever
+    from rerankd.pipeline.first_stage import cluster_retriever
+
+    cluster = cluster_retriever(settings)
+    if cluster is not None:
+        if retriever is not None:
+            fail(
+                f"--retriever picks a retriever over --index; --first-stage {settings.first_stage} searches the cluster"
+            )
+        return cluster
+    searched = SearchIndex(index)
+    name = retriever or "bm25"
+    encoder = None
+    dense = searched.manifest.dense
+    if name in ("dense", "hybrid") and dense is not None:
+        encoder = load_reranker(make_settings(model=dense.model, device=device))
+    return make_retriever(name, searched, encoder, fusion=fusion)  # type: ignore[arg-type]
+
+
 @command("search")
 def search_command(
     query: Annotated[str, typer.Argument(help="The search query.")],
     index: Annotated[Path, typer.Option("--index", "-i", help="Index folder built by `rerankd index`.")] = Path(
         "index"
     ),
-    retriever: Annotated[str, typer.Option(help="First stage: bm25, dense or hybrid.")] = "bm25",
+    retriever: Annotated[
+        str | None, typer.Option(help="First stage over --index: bm25 (default), dense or hybrid.")
+    ] = None,
     fusion: Annotated[str, typer.Option(help="Hybrid fusion: rrf or weighted.")] = "rrf",
     k: Annotated[int, typer.Option("-k", min=1, help="First-stage candidates to rerank.")] = 100,
     top_n: Annotated[int, typer.Option("--top-n", "-n", min=1, help="Results to show.")] = 10,
@@ -130,31 +194,38 @@ def search_command(
     max_length: MaxLenOpt = None,
     backend: BackendOpt = None,
     quantize: QuantizeOpt = None,
+    first_stage: FirstStageOpt = None,
+    first_stage_url: FirstStageUrlOpt = None,
+    first_stage_index: FirstStageIndexOpt = None,
+    first_stage_query: FirstStageQueryOpt = None,
+    first_stage_fields: FirstStageFieldsOpt = None,
+    first_stage_api_key: FirstStageApiKeyOpt = None,
+    first_stage_auth: FirstStageAuthOpt = None,
+    first_stage_ca_certs: FirstStageCaOpt = None,
+    first_stage_verify_certs: FirstStageVerifyOpt = None,
+    first_stage_timeout: FirstStageTimeoutOpt = None,
 ) -> None:
-    """Search an index: first-stage candidates (BM25, dense or hybrid), re-ranked by --model."""
-    from rerankd.pipeline import Pipeline, SearchIndex, make_retriever
+    """Search an index (BM25, dense or hybrid) or an Elasticsearch / OpenSearch cluster (--first-stage), then
+    rerank the candidates with --model."""
+    from rerankd.pipeline import Pipeline
 
+    flags = first_stage_flags(first_stage, first_stage_url, first_stage_index, first_stage_query, first_stage_fields,
+                              first_stage_api_key, first_stage_auth, first_stage_ca_certs, first_stage_verify_certs,
+                              first_stage_timeout)  # fmt: skip
+    settings = make_settings(
+        model=model, device=device, dtype=dtype, max_length=max_length, backend=backend, quantize=quantize, **flags
+    )
     parsed_filters = _parse_filters(filters)
-    searched = SearchIndex(index)
-    encoder = None
-    dense = searched.manifest.dense
-    if retriever in ("dense", "hybrid") and dense is not None:
-        encoder = load_reranker(make_settings(model=dense.model, device=device))
-    first_stage = make_retriever(retriever, searched, encoder, fusion=fusion)  # type: ignore[arg-type]
-    reranker = None
-    if not no_rerank:
-        settings = make_settings(
-            model=model, device=device, dtype=dtype, max_length=max_length, backend=backend, quantize=quantize
-        )
-        reranker = load_reranker(settings)
-    results = Pipeline(first_stage, reranker).search(query, k=k, top_n=top_n, filters=parsed_filters)
+    first = _first_stage(settings, index, retriever, fusion, device)
+    reranker = None if no_rerank else load_reranker(settings)
+    results = Pipeline(first, reranker).search(query, k=k, top_n=top_n, filters=parsed_filters)
     if as_json:
         console.print_json(json.dumps(results.to_dict(), ensure_ascii=False))
         return
     from rich.table import Table
 
     timings = ", ".join(f"{name} {ms:.1f} ms" for name, ms in results.timings_ms.items())
-    table = Table(title=f"{query!r} - {retriever} top {k} -> {results.model or 'no reranker'} ({timings})")
+    table = Table(title=f"{query!r} - {results.retriever} top {k} -> {results.model or 'no reranker'} ({timings})")
     for column in ("rank", "id", "score", "first stage (rank)", "title", "text"):
         table.add_column(column, overflow="fold", justify="right" if column in ("rank", "score") else "left")
     for hit in results.hits:

@@ -26,6 +26,19 @@ from rerankd.cli.app import (
     locate,
     make_settings,
 )
+from rerankd.cli.search import (
+    FirstStageApiKeyOpt,
+    FirstStageAuthOpt,
+    FirstStageCaOpt,
+    FirstStageFieldsOpt,
+    FirstStageIndexOpt,
+    FirstStageOpt,
+    FirstStageQueryOpt,
+    FirstStageTimeoutOpt,
+    FirstStageUrlOpt,
+    FirstStageVerifyOpt,
+    first_stage_flags,
+)
 
 if TYPE_CHECKING:
     from rerankd.settings import Settings
@@ -76,6 +89,16 @@ def serve(
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
     log_format: Annotated[str | None, typer.Option(help="json (default) or text.")] = None,
     index: Annotated[str | None, typer.Option("--index", help="Serve POST /v1/search over this index folder.")] = None,
+    first_stage: FirstStageOpt = None,
+    first_stage_url: FirstStageUrlOpt = None,
+    first_stage_index: FirstStageIndexOpt = None,
+    first_stage_query: FirstStageQueryOpt = None,
+    first_stage_fields: FirstStageFieldsOpt = None,
+    first_stage_api_key: FirstStageApiKeyOpt = None,
+    first_stage_auth: FirstStageAuthOpt = None,
+    first_stage_ca_certs: FirstStageCaOpt = None,
+    first_stage_verify_certs: FirstStageVerifyOpt = None,
+    first_stage_timeout: FirstStageTimeoutOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     max_length: MaxLenOpt = None,
@@ -86,7 +109,11 @@ def serve(
     deterministic: DeterministicOpt = None,
     ray: Annotated[str | None, typer.Option(help="On Ray Serve: `local`, `auto` or an address.")] = None,
 ) -> None:
-    """Serve rerankers over HTTP: Cohere (v1, v2), Jina, TEI, vLLM, Infinity and OpenAI embeddings dialects."""
+    """Serve rerankers over HTTP: Cohere (v1, v2), Jina, TEI, vLLM, Infinity and OpenAI embeddings dialects; with
+    --index and/or --first-stage elasticsearch|opensearch, POST /v1/search too."""
+    searched = first_stage_flags(first_stage, first_stage_url, first_stage_index, first_stage_query, first_stage_fields,
+                                 first_stage_api_key, first_stage_auth, first_stage_ca_certs, first_stage_verify_certs,
+                                 first_stage_timeout)  # fmt: skip
     settings = make_settings(
         models=model or None,
         routes=route or None,
@@ -119,6 +146,7 @@ def serve(
         backend=backend,
         quantize=quantize,
         deterministic=deterministic,
+        **searched,
     )
     exposure = settings.exposure_problem()
     if exposure is not None and exposure[1]:
@@ -169,6 +197,8 @@ def _check_environment(settings: Settings) -> None:
         require("server", f"--feedback-store {settings.feedback_store}", modules=("redis",))
     if settings.index:
         require("search", "--index", modules=("tantivy",))
+    if settings.first_stage != "index":
+        require(settings.first_stage, f"--first-stage {settings.first_stage}")
     if settings.port != 0:
         _check_port(settings.host, settings.port)
     try:

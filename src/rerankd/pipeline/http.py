@@ -1,11 +1,13 @@
-"""``POST /v1/search`` on ``rerankd serve --index DIR``: first stage over the embedded index, then the path the
-rerank routes take (the A/B arm, sticky per ``x-rerankd-user``; shadow scoring; the score cache, scheduler, chunking
-and truncation; the end-to-end ``--timeout``), results with both scores and per-stage timings, and a response id
-that ``POST /v1/feedback`` takes (clicked indices are the results' ``index``: their first-stage positions).
+"""``POST /v1/search`` on ``rerankd serve --index DIR`` and/or ``--first-stage elasticsearch|opensearch``: first
+stage over the embedded index or the search cluster, then the path the rerank routes take (the A/B arm, sticky per
+``x-rerankd-user``; shadow scoring; the score cache, scheduler, chunking and truncation; the end-to-end
+``--timeout``), results with both scores and per-stage timings, and a response id that ``POST /v1/feedback`` takes
+(clicked indices are the results' ``index``: their first-stage positions).
 
 Errors are rerankd's typed errors, mapped to statuses by the server's one handler: a bad filter or retriever is
 400, an unknown model 404, the deadline passed 429, an index folder without a committed index (or a model still
-loading) 503.
+loading) 503 ``not_ready``, a search cluster that is down 503 ``first_stage_unavailable`` (nothing is scored or
+remembered; the next request tries the cluster again).
 """
 
 from __future__ import annotations
@@ -22,15 +24,19 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from rerankd.errors import InvalidInput
 from rerankd.jobs import ScoreOptions
 from rerankd.pipeline.base import MAX_K, Candidate, Retriever
+from rerankd.pipeline.first_stage import CLUSTERS, cluster_retriever
 from rerankd.pipeline.pipeline import SearchHit, first_stage_hits, reranked_hits
 from rerankd.pipeline.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
 from rerankd.pipeline.store import SearchIndex
 
 if TYPE_CHECKING:
+    from rerankd.pipeline.remote import SearchEngineRetriever
     from rerankd.server.deadlines import Deadline
     from rerankd.server.engine import PairScores
+    from rerankd.settings import Settings
 
 T = TypeVar("T")
 
@@ -43,7 +49,9 @@ class SearchRequest(BaseModel):
     query: str = Field(min_length=1)
     k: int = Field(100, ge=1, le=MAX_K, description="first-stage candidates")
     top_n: int | None = Field(10, ge=1, le=MAX_K, description="results returned (null: all candidates)")
-    retriever: Literal["bm25", "dense", "hybrid"] = "bm25"
+    retriever: Literal["bm25", "dense", "hybrid", "elasticsearch", "opensearch"] | None = Field(
+        None, description="first stage (default: the server's search cluster, else bm25 over its index)"
+    )
     fusion: Literal["rrf", "weighted"] = "rrf"
     filters: dict[str, Any] | None = Field(None, description='metadata filter, e.g. {"lang": "en"}')
     model: str | None = Field(None, description="served reranker (default: the first)")
@@ -91,22 +99,38 @@ class SearchResponse(BaseModel):
 
 
 class SearchState:
-    """The served index and its retrievers (the dense encoder loads on the first dense or hybrid query)."""
+    """The served first stages: an index folder (its retrievers; the dense encoder loads on the first dense or hybrid
+    query) and/or a search cluster (``--first-stage``)."""
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | Path | None, cluster: SearchEngineRetriever | None = None) -> None:
+        self.root = Path(root) if root is not None else None
+        self.cluster = cluster
         self._index: SearchIndex | None = None
         self._dense: DenseRetriever | None = None
         self._lock = threading.Lock()
 
     def index(self) -> SearchIndex:
+        if self.root is None:
+            raise InvalidInput("this server has no search index (rerankd serve --index DIR)", param="retriever")
         with self._lock:
             if self._index is None:
                 self._index = SearchIndex(self.root)  # NotReady (503) until an index is committed there
             return self._index
 
-    def retriever(self, name: str, fusion: Literal["rrf", "weighted"]) -> Retriever:
+    def first_stage(self, name: str | None, fusion: Literal["rrf", "weighted"]) -> tuple[Retriever, int | None]:
+        """The retriever a request names (None: the cluster if there is one, else bm25) and the index generation
+        it searches (None for a cluster)."""
+        name = name or (self.cluster.name if self.cluster is not None else "bm25")
+        if name in CLUSTERS:
+            if self.cluster is None or self.cluster.name != name:
+                raise InvalidInput(
+                    f"this server has no {name} first stage (rerankd serve --first-stage {name} ...)", param="retriever"
+                )
+            return self.cluster, None
         index = self.index()
+        return self._local(index, name, fusion), index.snapshot().generation
+
+    def _local(self, index: SearchIndex, name: str, fusion: Literal["rrf", "weighted"]) -> Retriever:
         if name == "bm25":
             return BM25Retriever(index)
         with self._lock:
@@ -169,25 +193,23 @@ def _answer(
 
 
 def make_router() -> APIRouter:
-    from rerankd.server.admin.routes import remember
     from rerankd.server.auth import require_api_key
-    from rerankd.server.routes import engine_of, until_disconnected
+    from rerankd.server.routes import RESPONSE_ID_HEADER, engine_of, served_ranking, until_disconnected
 
     router = APIRouter(dependencies=[Depends(require_api_key)])
 
     @router.post("/v1/search", response_model=SearchResponse, summary="Search: retrieve, then rerank")
     async def search(request: Request, body: SearchRequest) -> Response:
-        """First-stage candidates from the served index (bm25, dense or hybrid; metadata filters), re-ranked
-        by a served model (or A/B route) as /v1/rerank would; each result carries both scores, its id and fields;
-        timings per stage; the response id takes feedback."""
+        """First-stage candidates from the served index (bm25, dense or hybrid) or search cluster (Elasticsearch,
+        OpenSearch), metadata filters applied, re-ranked by a served model (or A/B route) as /v1/rerank would; each
+        result carries both scores, its id and fields; timings per stage; the response id takes feedback."""
         state: SearchState = request.app.state.search
         engine = engine_of(request)
         if body.rerank:  # not ready / unknown model: fail before retrieving (a route's arm is drawn once, below)
             engine.resolve(None if body.model in engine.routes else body.model)
         deadline = engine.deadline(getattr(request.state, "arrived", None))
         started = time.perf_counter()
-        retriever = await asyncio.to_thread(state.retriever, body.retriever, body.fusion)
-        generation = state.index().snapshot().generation
+        retriever, generation = await asyncio.to_thread(state.first_stage, body.retriever, body.fusion)
         retrieval = asyncio.to_thread(retriever.retrieve, body.query, body.k, body.filters)
         candidates = await until_disconnected(request, _within(deadline, retrieval))
         retrieved = time.perf_counter()
@@ -198,17 +220,18 @@ def make_router() -> APIRouter:
             rerank_ms=(finished - retrieved) * 1000,
             total_ms=(finished - started) * 1000,
         )
-        answer = _answer(body, body.retriever, generation, candidates, scores, timings)
-        if scores is None:
+        answer = _answer(body, retriever.name, generation, candidates, scores, timings)
+        if scores is None or answer.id is None:
             return JSONResponse(answer.model_dump(mode="json"))
-        assert answer.id is not None
-        remember(engine, answer.id, body.model, scores)  # the first-stage order is the rank-lift baseline
-        return JSONResponse(answer.model_dump(mode="json"), headers={"x-rerankd-model": scores.model})
+        served_ranking(request, body.model, scores, answer.id)  # the first-stage order is the rank-lift baseline
+        headers = {"x-rerankd-model": scores.model, RESPONSE_ID_HEADER: answer.id}
+        return JSONResponse(answer.model_dump(mode="json"), headers=headers)
 
     return router
 
 
-def attach_search(app: FastAPI, index_dir: str | Path) -> None:
-    """Serve ``POST /v1/search`` over the index folder ``index_dir`` on ``app`` (a ``create_app`` server)."""
-    app.state.search = SearchState(index_dir)
+def attach_search(app: FastAPI, settings: Settings) -> None:
+    """Serve ``POST /v1/search`` on ``app`` (a ``create_app`` server) over ``settings.index`` and/or the search
+    cluster ``settings.first_stage`` names. A bad first-stage setting raises ``InvalidInput`` here, at start-up."""
+    app.state.search = SearchState(settings.index, cluster_retriever(settings))
     app.include_router(make_router())

@@ -72,10 +72,10 @@ def create_app(
     app.include_router(api)
     app.include_router(feedback)
     app.include_router(admin)
-    if settings.index:  # POST /v1/search over an embedded search index (rerankd.pipeline)
+    if settings.index or settings.first_stage != "index":  # POST /v1/search: an index and/or a cluster
         from rerankd.pipeline.http import attach_search
 
-        attach_search(app, settings.index)
+        attach_search(app, settings)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, settings=settings)
     return app
 
