@@ -308,8 +308,8 @@ def test_a_cluster_that_is_down_is_a_typed_503_and_the_server_stays_up(flavor: s
 
 @pytest.mark.contract
 def test_the_deadline_covers_retrieval(tiny_ce: Reranker) -> None:
-    """--timeout counts from the request's arrival: a first stage slower than it is the documented 429 `timeout`
-    at the deadline (before, the reranking got a fresh --timeout of its own after a slow retrieval)."""
+    """--timeout counts from the request's arrival and covers retrieval: a first stage slower than it gets the
+    documented 429 `timeout` at the deadline, not once the slow cluster has answered."""
     with fake_engine("elasticsearch") as engine:
         settings = cluster_settings("elasticsearch", engine.url, request_timeout_s=0.5, retry_after_s=2)
         engine.answer(PANDA_HITS, delay_s=1.5)
