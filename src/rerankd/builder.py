@@ -18,12 +18,12 @@ from typing import Any
 import torch
 
 from rerankd.errors import InvalidInput
-from rerankd.families.base import Family, FamilySpec, ModelOptions
+from rerankd.families.base import FAMILY_CHOICES, Family, FamilySpec, ModelOptions
 from rerankd.families.encoder_backend import check_backend
 from rerankd.families.onnx_runtime import find_graph
 from rerankd.jobs import Defaults, ScoreOptions, call_options, prepare_pairs, primary_score
 from rerankd.loading import ModelFiles, Source, resolve_model
-from rerankd.registry import detect_family
+from rerankd.registry import detect_family, families
 from rerankd.runtime.devices import configure_cpu_threads, resolve_device, resolve_dtype
 from rerankd.runtime.dtype_guard import PROBE_PAIRS, Agreement, check_loaded, float32_fits
 from rerankd.runtime.guard_cache import VerdictKey, recall, remember
@@ -76,6 +76,9 @@ class LoadOptions:
         model_kw = {k: v for k, v in kwargs.items() if k in model_keys}
         if model_kw.get("cutoff_layers") is not None:
             model_kw["cutoff_layers"] = call_options(None, model_kw["cutoff_layers"]).cutoff_layers
+        for key in ("compress_layers", "score_weights"):  # lists from keywords or JSON: hashable like the rest
+            if isinstance(model_kw.get(key), list):
+                model_kw[key] = tuple(model_kw[key])
         return cls(
             **{k: v for k, v in kwargs.items() if k in own},
             model=ModelOptions(**model_kw),
@@ -116,6 +119,7 @@ class LoadedModel:
     info: ModelInfo
     budget: TokenBudget
     defaults: Defaults
+    options: ModelOptions = field(default_factory=ModelOptions)  # the family's load-time choices it was built with
 
 
 def default_budget(device: torch.device) -> TokenBudget:
@@ -154,10 +158,9 @@ def load_model(name: str, options: LoadOptions) -> LoadedModel:
     device = resolve_device(options.device)
     if device.type == "cpu":
         configure_cpu_threads()
-    fetch = options.fetch
     files = resolve_model(
-        name, source=fetch.source, revision=fetch.revision, cache_dir=fetch.cache_dir,
-        local_files_only=fetch.local_files_only,
+        name, source=options.fetch.source, revision=options.fetch.revision, cache_dir=options.fetch.cache_dir,
+        local_files_only=options.fetch.local_files_only,
     )  # fmt: skip
     options = _onnx_only_folder(files, options)
     converted = options.model.backend != "torch" or options.model.quantize is not None
@@ -197,6 +200,7 @@ def load_model(name: str, options: LoadOptions) -> LoadedModel:
             1 if options.deterministic else options.max_batch_size or base.max_batch_size,
         ),
         defaults=Defaults(normalize=options.normalize, truncate=options.truncate),
+        options=options.model,
     )
     if guarded:
         loaded = _guard(loaded, dtype)
@@ -233,8 +237,20 @@ def _check_capabilities(spec: FamilySpec, model: ModelOptions) -> None:
             f"backend/quantize apply to families with an ONNX graph (cross-encoder, bi-encoder), not {spec.name}",
             param="backend",
         )
-    if model.cutoff_layers is not None and not spec.capabilities.layer_outputs:
-        raise InvalidInput(f"cutoff_layers applies to layerwise families, not {spec.name}", param="cutoff_layers")
+    check_family_choices(spec, model)
+
+
+def check_family_choices(spec: FamilySpec, options: ModelOptions | ScoreOptions) -> None:
+    """Options only some families honour (cutoff layers, token compression, score weights), given as a load option or
+    per call, are refused for the others with an :class:`InvalidInput` (HTTP 400) naming the families that take them."""
+    for option in FAMILY_CHOICES:
+        if getattr(options, option) is not None and not spec.capabilities.accepts(option):
+            takers = ", ".join(s.name for s in families() if s.capabilities.accepts(option))
+            raise InvalidInput(
+                f"{option} is not an option of {spec.name} models (it applies to {takers}): "
+                "leave it out for this model",
+                param=option,
+            )
 
 
 def _guard(loaded: LoadedModel, dtype: torch.dtype) -> LoadedModel:

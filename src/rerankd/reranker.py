@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rerankd.builder import LoadedModel, LoadOptions, ModelInfo, load_model
+from rerankd.builder import LoadedModel, LoadOptions, ModelInfo, check_family_choices, load_model
 from rerankd.errors import InvalidInput
 from rerankd.families.base import Embedder, Family, Role
 from rerankd.jobs import (
@@ -194,8 +194,7 @@ class Reranker:
     ) -> ScoringJob:
         """Encode checked pairs (:func:`rerankd.validation.check_pairs`); one score row per pair. ``budget``
         bounds the work (the server's deadline and input limit)."""
-        if options.cutoff_layers is not None and not self.model.spec.capabilities.layer_outputs:
-            raise InvalidInput(f"cutoff_layers applies to layerwise families, not {self.info.family}")
+        check_family_choices(self.model.spec, options)
         return prepare_pairs(self.family, pairs, options, self.model.defaults, budget)
 
     def prepare_embed(self, texts: CheckedTexts, role: Role = "document", budget: Budget = UNBOUNDED) -> ScoringJob:

@@ -81,6 +81,11 @@ class ModelOptions:
     score_weights: tuple[float, ...] | None = None
 
 
+# Options only some families honour, each both a load option (ModelOptions: the model's default) and a per-call
+# option (CallOptions); ``Capabilities.accepts`` says which families take them.
+FAMILY_CHOICES = ("cutoff_layers", "compress_ratio", "compress_layers", "score_weights")
+
+
 @dataclass(frozen=True)
 class CallOptions:
     """Per-call choices that change the computation; the runtime only batches calls with equal options.
@@ -221,6 +226,16 @@ class Capabilities:
     text_outputs: tuple[str, ...] = ()
     document_cache: bool = False
     token_compression: bool = False  # compress_ratio / compress_layers (bge-gemma2-lightweight)
+    score_weights: bool = False  # score_weights: the weights of several scores in one (bge-m3)
+
+    def accepts(self, option: str) -> bool:
+        """Whether the family honours one of :data:`FAMILY_CHOICES` (a load option and a per-call option)."""
+        return {
+            "cutoff_layers": self.layer_outputs,
+            "compress_ratio": self.token_compression,
+            "compress_layers": self.token_compression,
+            "score_weights": self.score_weights,
+        }[option]
 
     def names(self) -> list[str]:
         """The capabilities in words, for ``rerankd models``."""
@@ -229,6 +244,7 @@ class Capabilities:
             "prefix sharing": self.prefix_sharing,
             "per-layer scores": self.layer_outputs,
             "token compression": self.token_compression,
+            "score weights per call": self.score_weights,
             "outputs " + "+".join(self.text_outputs): bool(self.text_outputs),
             "document-vector cache": self.document_cache,
         }

@@ -26,6 +26,7 @@ Document vectors are cached per model (:class:`~rerankd.families.late_interactio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,10 +76,10 @@ class M3Network(torch.nn.Module):
 
 def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
     values = tuple(float(w) for w in weights)
-    if len(values) != 3 or any(w < 0 for w in values) or sum(values) <= 0:
+    if len(values) != 3 or any(w < 0 for w in values) or not 0 < sum(values) < math.inf:
         raise InvalidInput(
-            f"score_weights must be three non-negative numbers (dense, sparse, multi-vector) with a positive sum, "
-            f"got {list(weights)}",
+            f"score_weights must be three non-negative numbers (dense, sparse, multi-vector) with a positive, finite "
+            f"sum, got {list(weights)}",
             param="score_weights",
         )
     return values[0], values[1], values[2]
@@ -235,5 +236,5 @@ SPEC = FamilySpec(
     detect=_detect,
     load=load_bge_m3,
     known_ids=("BAAI/bge-m3",),
-    capabilities=Capabilities(text_outputs=BgeM3Family.outputs, document_cache=True),
+    capabilities=Capabilities(text_outputs=BgeM3Family.outputs, document_cache=True, score_weights=True),
 )

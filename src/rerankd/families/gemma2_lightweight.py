@@ -112,7 +112,8 @@ class Gemma2LightweightFamily:
         default = (network.model.config.num_hidden_layers,) if options.cutoff_layers is None else options.cutoff_layers
         self.default_cutoffs = self.check_cutoffs(default)
         self.default_ratio = self.check_ratio(options.compress_ratio or 1)
-        self.default_compress_layers = tuple(options.compress_layers or DEFAULT_COMPRESS_LAYERS)
+        given = options.compress_layers
+        self.default_compress_layers = DEFAULT_COMPRESS_LAYERS if given is None else self.check_compress_layers(given)
 
     def weights(self) -> torch.nn.Module:
         return self.network
@@ -146,13 +147,24 @@ class Gemma2LightweightFamily:
             )
         return ratio
 
+    def check_compress_layers(self, layers: Sequence[int]) -> tuple[int, ...]:
+        """Layers that compression runs before: 1 .. num_hidden_layers - 1 (before layer 0 it never runs)."""
+        top = self.network.model.config.num_hidden_layers - 1
+        bad = [x for x in layers if not isinstance(x, int) or isinstance(x, bool) or not 1 <= x <= top]
+        if not layers or bad:
+            raise InvalidInput(
+                f"compress_layers {list(layers)} invalid: compression runs before layers 1..{top} of this model; "
+                f"got {bad or 'none'}",
+                param="compress_layers",
+            )
+        return tuple(sorted(set(layers)))
+
     def plan(self, call: CallOptions) -> tuple[tuple[int, ...], tuple[int, frozenset[int]] | None]:
         """The call's cutoffs and compression ``(ratio, layers)`` (None when off), checked."""
         cutoffs = self.default_cutoffs if call.cutoff_layers is None else self.check_cutoffs(call.cutoff_layers)
         ratio = self.default_ratio if call.compress_ratio is None else self.check_ratio(call.compress_ratio)
-        layers = self.default_compress_layers if call.compress_layers is None else call.compress_layers
-        if any(not isinstance(x, int) or isinstance(x, bool) or x < 0 for x in layers):
-            raise InvalidInput(f"compress_layers must be layer numbers, got {list(layers)}", param="compress_layers")
+        given = call.compress_layers
+        layers = self.default_compress_layers if given is None else self.check_compress_layers(given)
         return cutoffs, None if ratio == 1 else (ratio, frozenset(layers))
 
     def encode_pairs(self, query: str, documents: Sequence[str], call: CallOptions = DEFAULT_CALL) -> list[Encoded]:
