@@ -75,7 +75,11 @@ def detect_family(files: ModelFiles, override: str | None = None) -> FamilySpec:
             return spec
     archs = ", ".join(files.config.get("architectures") or []) or files.config.get("model_type", "unknown")
     lines = "; ".join(f"{s.name} ({s.detection})" for s in families())
+    likely = [s.name for s in families() if s.could_run is not None and s.could_run(files)]
+    hint = "".join(
+        f' If it is {name} (or a fine-tune of it), pass family="{name}" (CLI: --family {name}).' for name in likely
+    )
     raise UnsupportedModel(
-        f"cannot tell which reranker family {files.requested} ({archs}) belongs to. Supported families: "
-        f"{lines}. If the model is one of them, pass family=... (CLI: --family)."
+        f"cannot tell which reranker family {files.requested} ({archs}) belongs to: nothing in its folder names a "
+        f"reranker.{hint} Supported families: {lines}. If the model is one of them, pass family=... (CLI: --family)."
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rerankd import Reranker
+from rerankd.errors import UnsupportedModel
 from rerankd.families.base import CallOptions
 from rerankd.loading import resolve_model
 from rerankd.registry import detect_family
@@ -94,3 +97,32 @@ def test_golden_scores(mxbai_path: Path) -> None:
     pairs = _pairs()
     got = _load(mxbai_path).score([pairs[i] for i in GOLDEN_RAW])
     assert np.allclose(got, list(GOLDEN_RAW.values()), atol=1e-4), got
+
+
+def _renamed(source: Path, folder: Path, origin: str | None) -> Path:
+    """A copy of the tiny model under another folder name; ``origin`` as config.json's ``_name_or_path``."""
+    shutil.copytree(source, folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config.pop("_name_or_path", None)
+    if origin is not None:
+        config["_name_or_path"] = origin
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("origin", ["mixedbread-ai/mxbai-rerank-base-v2", "mixedbread-ai/mxbai-rerank-large-v2"])
+def test_renamed_folder_detected_by_the_published_config(mxbai_path: Path, tmp_path: Path, origin: str) -> None:
+    """The published configs name the model in ``_name_or_path``: a renamed copy needs no family=."""
+    renamed = _renamed(mxbai_path, tmp_path / "my-reranker", origin)
+    assert detect_family(resolve_model(str(renamed))).name == "mxbai-rerank-v2"
+    pairs = _pairs()[:4]
+    assert np.allclose(_load(renamed).score(pairs), _load(mxbai_path).score(pairs), atol=1e-6)
+
+
+@pytest.mark.parametrize("origin", [None, "Qwen/Qwen2.5-0.5B-Instruct", "/ckpt/mxbai-rerank-base-v1"])
+def test_plain_qwen2_causal_lm_asks_for_the_family(mxbai_path: Path, tmp_path: Path, origin: str | None) -> None:
+    renamed = _renamed(mxbai_path, tmp_path / "my-reranker", origin)
+    with pytest.raises(UnsupportedModel) as caught:
+        detect_family(resolve_model(str(renamed)))
+    assert 'If it is mxbai-rerank-v2 (or a fine-tune of it), pass family="mxbai-rerank-v2"' in str(caught.value)
+    assert _load(renamed, family="mxbai-rerank-v2").info.family == "mxbai-rerank-v2"

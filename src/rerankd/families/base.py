@@ -264,6 +264,9 @@ class FamilySpec:
     # the folder's name), e.g. plain causal LMs that are rerankers only by their training.
     known_ids: tuple[str, ...] = ()
     capabilities: Capabilities = Capabilities()
+    # Folders this family may run but cannot claim (a plain causal LM of its architecture, renamed): when nothing
+    # detects a folder, the error suggests ``family=<name>`` for the families that say so here.
+    could_run: Callable[[ModelFiles], bool] | None = None
 
 
 def pad_token_id(tokenizer: PreTrainedTokenizerBase, fallback: Literal["unk", "eos"] | None = None) -> int:

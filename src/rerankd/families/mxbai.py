@@ -137,17 +137,30 @@ def load_mxbai_v2(
     )
 
 
-def _never(files: ModelFiles) -> bool:
-    return False
+PUBLISHED = ("mixedbread-ai/mxbai-rerank-base-v2", "mixedbread-ai/mxbai-rerank-large-v2")
+
+
+def _qwen2_causal(files: ModelFiles) -> bool:
+    return "Qwen2ForCausalLM" in (files.config.get("architectures") or [])
+
+
+def _detect(files: ModelFiles) -> bool:
+    """A renamed copy (or a transformers-4 fine-tune) of a published model: nothing else in the folder is particular
+    (the tokenizer, chat template and generation config are Qwen2.5's), but its config.json names the published model
+    in ``_name_or_path`` (large-v2's reads ``"_name_or_path": "mixedbread-ai/mxbai-rerank-large-v2"``)."""
+    origin = str(files.config.get("_name_or_path") or "").strip().rstrip("/").lower()
+    names = {model_id.lower().rsplit("/", 1)[-1] for model_id in PUBLISHED}
+    return _qwen2_causal(files) and bool(origin) and origin.rsplit("/", 1)[-1] in names
 
 
 SPEC = FamilySpec(
     name=MxbaiRerankV2Family.family,
     summary="mxbai-rerank-base/large-v2: l('1') - l('0') on its Qwen2 chat-template relevance prompt",
-    detection="published id mixedbread-ai/mxbai-rerank-{base,large}-v2 (or folder name), else "
-    "family='mxbai-rerank-v2' (Qwen2ForCausalLM)",
-    detect=_never,
+    detection="published id mixedbread-ai/mxbai-rerank-{base,large}-v2 (hub id, folder name, or config.json "
+    "_name_or_path on a Qwen2ForCausalLM), else family='mxbai-rerank-v2'",
+    detect=_detect,
     load=load_mxbai_v2,
-    known_ids=("mixedbread-ai/mxbai-rerank-base-v2", "mixedbread-ai/mxbai-rerank-large-v2"),
+    known_ids=PUBLISHED,
     capabilities=Capabilities(prefix_sharing=True),
+    could_run=_qwen2_causal,
 )
