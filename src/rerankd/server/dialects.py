@@ -34,9 +34,21 @@ def _side(direction: str | None) -> str:
     return (direction or "right").lower()
 
 
+def family_choices(body: s.RerankRequest | s.ScoreRequest) -> dict[str, Any]:
+    """rerankd's per-request family options (cutoff layers, token compression, score weights), in one canonical
+    form (layers sorted, repeats dropped) so that requests meaning the same share score-cache entries."""
+    return {
+        "cutoff_layers": None if body.cutoff_layers is None else tuple(sorted(set(body.cutoff_layers))),
+        "compress_ratio": body.compress_ratio,
+        "compress_layers": None if body.compress_layers is None else tuple(sorted(set(body.compress_layers))),
+        "score_weights": None if body.score_weights is None else tuple(float(w) for w in body.score_weights),
+    }
+
+
 def rerank_options(body: s.RerankRequest) -> ScoreOptions:
     cap = body.truncate_prompt_tokens
     return ScoreOptions(
+        **family_choices(body),
         instruction=body.instruction,
         normalize=_normalize_flag(body.raw_scores, body.use_activation),
         truncate=True if cap is not None else body.truncate,
@@ -63,6 +75,7 @@ def score_options(body: s.ScoreRequest) -> ScoreOptions:
     cap = body.truncate_prompt_tokens
     activation = body.use_activation if body.use_activation is not None else body.activation
     return ScoreOptions(
+        **family_choices(body),
         instruction=body.instruction,
         normalize=_normalize_flag(body.raw_scores, activation),
         truncate=True if cap is not None else None,

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
+
+from rerankd.families.gemma2_lightweight import COMPRESS_RATIOS
 
 
 def _whole(value: Any) -> Any:
@@ -62,3 +64,53 @@ EMBEDDING_INPUT_SCHEMA: dict[str, Any] = {
         {"type": "array", "items": _TOKEN_IDS, "minItems": 1, "maxItems": 2048},
     ]
 }
+
+
+# rerankd's own family options, per request, on the rerank and score dialects (peers' bodies stay valid: absent means
+# the served model's default). A model whose family does not take one answers 400 naming the families that do; a
+# value the model cannot use (a layer it does not have) is a 400 naming the valid ones.
+def _ratio(value: int) -> int:
+    if value not in COMPRESS_RATIOS:
+        raise ValueError(f"compress_ratio must be one of {', '.join(map(str, COMPRESS_RATIOS))} (1: no compression)")
+    return value
+
+
+_NOT_TAKEN = "; a model of another family answers 400"
+CutoffLayers = Annotated[
+    list[Count],
+    Field(
+        min_length=1,
+        description="rerankd: exit layers of a layerwise model (bge-reranker-v2-minicpm-layerwise, "
+        "bge-gemma2-lightweight); the deepest one's score is returned. Absent: the served model's default" + _NOT_TAKEN,
+    ),
+]
+CompressRatio = Annotated[
+    int,
+    BeforeValidator(_whole),
+    AfterValidator(_ratio),
+    WithJsonSchema(
+        {
+            "type": "integer",
+            "enum": list(COMPRESS_RATIOS),
+            "description": "rerankd: bge-gemma2-lightweight token compression, passage tokens averaged in windows of "
+            "this size (1: off). Absent: the served model's default" + _NOT_TAKEN,
+        }
+    ),
+]
+CompressLayers = Annotated[
+    list[Positive],
+    Field(
+        min_length=1,
+        description="rerankd: bge-gemma2-lightweight, the layers compression runs before (default [8]); each must be "
+        "a layer of the model (1 to its last but one)" + _NOT_TAKEN,
+    ),
+]
+ScoreWeights = Annotated[
+    list[Annotated[float, Field(ge=0)]],
+    Field(
+        min_length=3,
+        max_length=3,
+        description="rerankd: bge-m3, the weights of its dense, sparse and multi-vector scores (positive sum); the "
+        "score is their weighted mean. Absent: the served model's default (1, 1, 1)" + _NOT_TAKEN,
+    ),
+]

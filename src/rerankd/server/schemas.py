@@ -26,12 +26,16 @@ from rerankd.server.field_types import (
     EMBEDDING_INPUT_SCHEMA,
     NON_EMPTY,
     PAIR_SCHEMA,
+    CompressLayers,
+    CompressRatio,
     Count,
+    CutoffLayers,
     Direction,
     DocumentIn,
     Positive,
     PromptCap,
     Queries,
+    ScoreWeights,
     Texts,
     WholeNumber,
     items_field,
@@ -83,6 +87,10 @@ class RerankRequest(RequestModel):
     raw_scores: bool = False
     use_activation: bool | None = None
     instruction: str | None = None
+    cutoff_layers: CutoffLayers | None = None
+    compress_ratio: CompressRatio | None = None
+    compress_layers: CompressLayers | None = None
+    score_weights: ScoreWeights | None = None
     priority: WholeNumber = 0
 
 
@@ -225,6 +233,10 @@ class ScoreRequest(RequestModel):
     activation: bool | None = None
     raw_scores: bool = False
     instruction: str | None = None
+    cutoff_layers: CutoffLayers | None = None
+    compress_ratio: CompressRatio | None = None
+    compress_layers: CompressLayers | None = None
+    score_weights: ScoreWeights | None = None
     priority: WholeNumber = 0
 
 
