@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -39,6 +39,62 @@ def device_choice(text: str) -> str:
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def layers_choice(text: str) -> tuple[int, ...]:
+    """Layer numbers as a user writes them: ``8,12`` or ``8+12`` (``+`` where commas separate entries, as in
+    RERANKD_MODELS)."""
+    try:
+        layers = tuple(int(part) for part in text.replace("+", ",").split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a list of layer numbers (e.g. 8+12)") from None
+    if not layers:
+        raise ValueError("give at least one layer number")
+    return layers
+
+
+def weights_choice(text: str) -> tuple[float, ...]:
+    """Weights as a user writes them: ``0.4,0.2,0.4`` or ``0.4+0.2+0.4``."""
+    try:
+        weights = tuple(float(part) for part in text.replace("+", ",").split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a list of numbers (e.g. 0.4+0.2+0.4)") from None
+    if not weights:
+        raise ValueError("give the weights, e.g. 0.4+0.2+0.4")
+    return weights
+
+
+# A served model's own family options: `--model 'name=path;KEY=VALUE;...'` (keys as in `rerankd eval -m`).
+MODEL_OPTION_KEYS: dict[str, Callable[[str], Any]] = {
+    "cutoff_layers": layers_choice,
+    "compress_ratio": int,
+    "compress_layers": layers_choice,
+    "score_weights": weights_choice,
+}
+
+
+def model_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """``name=path;KEY=VALUE;...`` (or ``path;...``) -> (served name, path, the model's own options); a bare path is
+    served under its own name."""
+    head, *assignments = [part.strip() for part in spec.split(";")]
+    name, sep, path = head.partition("=")
+    name, path = (name.strip(), path.strip()) if sep else (head, head)
+    if not name or not path:
+        raise ValueError(f"bad --model {spec!r}: use name=path or path, then ;KEY=VALUE options")
+    options: dict[str, Any] = {}
+    for assignment in filter(None, assignments):
+        key, sep, text = assignment.partition("=")
+        key = key.strip().replace("-", "_")
+        convert = MODEL_OPTION_KEYS.get(key)
+        if not sep or convert is None:
+            known = ", ".join(MODEL_OPTION_KEYS)
+            raise ValueError(f"bad --model {spec!r}: {assignment!r} is not KEY=VALUE with a KEY of {known}")
+        try:
+            options[key] = convert(text.strip())
+        except ValueError as exc:
+            raise ValueError(f"bad --model {spec!r}: {key}={text.strip()!r}: {exc}") from None
+    return name, path, options
+
 
 # Settings whose command-line flag is not --<field-name>.
 FLAG_NAMES = {"request_timeout_s": "--timeout", "drain_timeout_s": "--drain-timeout", "models": "--model",
@@ -101,7 +157,11 @@ class Settings(BaseSettings):
     # --- server (`rerankd serve`)
     host: str = Field(default="127.0.0.1", description="interface to bind; 0.0.0.0 exposes the server to the network")
     port: int = Field(default=8000, ge=0, le=65535)
-    models: Listed = Field(default=(), description="served models, `name=path` or `path` (default: `model`)")
+    models: Listed = Field(
+        default=(),
+        description="served models, `name=path` or `path` (default: `model`), then `;KEY=VALUE` family options "
+        "(cutoff_layers, compress_ratio, compress_layers, score_weights; lists as 8+12)",
+    )
     routes: Listed = Field(default=(), description="weighted aliases, `alias=a:90,b:10` (env: `;`-separated)")
     api_key: Listed = Field(default=(), repr=False, description="accepted Bearer keys (none: no authentication)")
     require_api_key: bool = Field(
@@ -183,6 +243,13 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: Any) -> Any:
         return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
 
+    @field_validator("models")
+    @classmethod
+    def _model_specs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for spec in value:
+            model_spec(spec)  # a bad name=path;KEY=VALUE fails here, before any model loads
+        return value
+
     @field_validator("routes", mode="before")
     @classmethod
     def _split_semicolons(cls, value: Any) -> Any:
@@ -208,18 +275,16 @@ class Settings(BaseSettings):
 
     def served_models(self) -> list[tuple[str, str]]:
         """(served name, model path or id) pairs; a bare path is served under its own name."""
-        specs = self.models or (self.model,)
-        out = []
-        for spec in specs:
-            name, sep, path = spec.partition("=")
-            name, path = (name.strip(), path.strip()) if sep else (spec.strip(), spec.strip())
-            if not name or not path:
-                raise ValueError(f"bad --model {spec!r}: use name=path or path")
-            out.append((name, path))
+        out = [model_spec(spec)[:2] for spec in self.models or (self.model,)]
         names = [name for name, _ in out]
         if len(set(names)) != len(names):
             raise ValueError(f"served model names must be unique, got {names}")
         return out
+
+    def model_options(self, name: str) -> dict[str, Any]:
+        """The family options ``--model 'name=path;KEY=VALUE;...'`` gives served model ``name`` (none: ``{}``)."""
+        specs = [model_spec(spec) for spec in self.models or (self.model,)]
+        return next((options for served, _, options in specs if served == name), {})
 
     def parsed_routes(self, served: Collection[str] | None = None) -> dict[str, list[tuple[str, float]]]:
         """Aliases served by weighted models: ``main=a:90,b:10`` -> ``{"main": [("a", 90), ("b", 10)]}``."""
@@ -252,11 +317,13 @@ class Settings(BaseSettings):
         given = {key: value for key, value in flags.items() if value is not None}
         return type(self)(**{**self.model_dump(), **given}) if given else self
 
-    def load_options(self) -> LoadOptions:
-        """How every served or loaded model is loaded (:class:`rerankd.builder.LoadOptions`)."""
+    def load_options(self, served: str | None = None) -> LoadOptions:
+        """How every served or loaded model is loaded (:class:`rerankd.builder.LoadOptions`); with ``served``, plus
+        that served model's own options (:meth:`model_options`)."""
         from rerankd.builder import LoadOptions  # imported here: reading settings must not import torch
 
-        return LoadOptions.from_kwargs(**self.model_dump(include=set(LOAD_FIELDS)))
+        own = self.model_options(served) if served is not None else {}
+        return LoadOptions.from_kwargs(**{**self.model_dump(include=set(LOAD_FIELDS)), **own})
 
 
 # Settings that are load options, under the same names as Reranker.from_pretrained's keywords.

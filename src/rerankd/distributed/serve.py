@@ -116,7 +116,7 @@ class RerankdReplica:
         transformers_logging.disable_progress_bar()  # the replica's own process: keep its log readable
         settings = Settings(**settings_fields)
         rerankers = {
-            name: Reranker.from_pretrained(path, settings.load_options()) for name, path in settings.served_models()
+            name: Reranker.from_pretrained(path, settings.load_options(name)) for name, path in settings.served_models()
         }
         if any(str(r.info.device).startswith("cpu") for r in rerankers.values()):
             torch.set_num_threads(max(1, threads))  # the replica's CPU share, not every core of the node

@@ -19,7 +19,7 @@ from rerankd.errors import InvalidInput
 from rerankd.evaluation.datasets import QueryDocumentPair
 from rerankd.evaluation.precision import PrecisionReport, Thresholds, compare_outputs
 from rerankd.evaluation.progress import StageProgress, stage_counter
-from rerankd.settings import device_choice, dtype_choice, quantize_choice
+from rerankd.settings import device_choice, dtype_choice, layers_choice, quantize_choice, weights_choice
 
 if TYPE_CHECKING:
     from rerankd.reranker import Reranker
@@ -34,14 +34,6 @@ def _to_bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{text!r} is not a boolean")
-
-
-def _to_layers(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.replace("+", ",").split(",") if part.strip())
-
-
-def _to_weights(text: str) -> tuple[float, ...]:
-    return tuple(float(part) for part in text.replace("+", ",").split(",") if part.strip())
 
 
 def _one_of(*choices: str | None) -> Callable[[str], Any]:
@@ -78,10 +70,10 @@ LOAD_KEYS: dict[str, Callable[[str], Any]] = {
     "dtype_guard": _to_bool,
     "prefix_sharing": _to_bool,
     "compress_ratio": int,  # bge-gemma2-lightweight token compression
-    "compress_layers": _to_layers,
-    "score_weights": _to_weights,  # bge-m3: dense+sparse+multi-vector weights, e.g. 0.4+0.2+0.4
+    "compress_layers": layers_choice,
+    "score_weights": weights_choice,  # bge-m3: dense+sparse+multi-vector weights, e.g. 0.4+0.2+0.4
 }
-CALL_KEYS: dict[str, Callable[[str], Any]] = {"instruction": str, "cutoff_layers": _to_layers}
+CALL_KEYS: dict[str, Callable[[str], Any]] = {"instruction": str, "cutoff_layers": layers_choice}
 
 
 @dataclass(frozen=True)

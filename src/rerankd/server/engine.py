@@ -112,7 +112,6 @@ class Engine:
 
     async def _load_models(self) -> None:
         """The start-up models (less those removed through the admin API) and those added through it."""
-        options = self.settings.load_options()
         if self.preloaded:
             wanted: list[tuple[str, str | Reranker]] = list(self.preloaded.items())
         else:
@@ -121,8 +120,8 @@ class Engine:
         for name, source in wanted:
             if name in self.traffic.removed_models:
                 continue
-            if isinstance(source, str):
-                source = await asyncio.to_thread(Reranker.from_pretrained, source, options)
+            if isinstance(source, str):  # with the served model's own options (--model 'name=path;KEY=VALUE')
+                source = await asyncio.to_thread(Reranker.from_pretrained, source, self.settings.load_options(name))
             self.serve_model(name, source)
 
     async def drain(self) -> None:
@@ -171,7 +170,9 @@ class Engine:
         scheduler.start()
         info = reranker.info
         identity = (info.path, info.family, info.max_length, info.dtype, info.backend, info.quantize)
-        fingerprint = settings_digest(*identity, self.settings.truncation)
+        # the family's load-time choices too (default cutoff layers, compression, score weights, ...): one model
+        # served with two sets of options, or by replicas sharing a Redis cache, never shares score entries
+        fingerprint = settings_digest(*identity, self.settings.truncation, reranker.model.options)
         self.models[name] = ServedModel(name, reranker, scheduler, fingerprint)
 
     # ------------------------------------------------------------------ resolution and limits
