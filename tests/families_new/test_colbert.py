@@ -107,6 +107,29 @@ def test_batch_invariance(colbert_path: Path) -> None:
     assert np.abs(together[:5] - alone).max() <= 1e-4
 
 
+def test_query_encoded_once_per_request(colbert_path: Path) -> None:
+    """A request cut into several token-budget batches runs its query through the encoder once (as PyLate does),
+    not once per batch; the scores are those of one big batch."""
+    import torch
+
+    reranker = _load(colbert_path, batch_tokens=600)
+    family: Any = reranker.family
+    passes: list[bool] = []  # per encoder pass: a query pass?
+
+    def count(module: torch.nn.Module, args: tuple[dict[str, torch.Tensor]]) -> None:
+        passes.append(bool((args[0]["input_ids"][:, 1] == family.query_marker).all()))
+
+    family.network.register_forward_pre_hook(count)
+    pairs = [(QUERY, d) for d in _docs()]
+    got = np.array(reranker.score(pairs))
+    assert passes.count(False) >= 4 and passes.count(True) == 1  # several document batches, one query pass
+    assert family.query_cache.misses == 1 and family.query_cache.hits == passes.count(False) - 1
+    reranker.score(pairs[:2])
+    assert passes.count(True) == 1  # the same query in a later request is not encoded again either
+    one_batch = np.array(_load(colbert_path, batch_tokens=100_000).score(pairs))
+    assert np.abs(got - one_batch).max() <= 1e-4
+
+
 def test_score_equals_maxsim_of_embed_outputs(colbert_path: Path) -> None:
     reranker = _load(colbert_path)
     docs = _docs()[:3]
@@ -142,4 +165,5 @@ def test_cache_is_emptied_when_the_weights_change_dtype(colbert_path: Path) -> N
     cast_parameters(reranker.family.weights(), torch.bfloat16)
     bf16 = np.array(reranker.score(pairs))
     assert cache.misses == 8 and len(cache) == 4
+    assert reranker.family.query_cache.misses == 2  # the query's float32 vectors are not reused either
     assert 0 < np.abs(bf16 - fp32).max() < 0.05 * np.abs(fp32).max()

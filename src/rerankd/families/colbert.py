@@ -17,8 +17,10 @@ one or more PyLate ``Dense`` projections).
   (activation identity). ``query_max_length`` / ``max_length`` override the query / document lengths.
 
 Document vectors are cached per model (:class:`~rerankd.families.late_interaction.VectorCache`), so a document seen
-again (for another query, or a repeated request) is not encoded again; :meth:`ColbertFamily.encode_outputs` gives
-the multi-vectors of texts for embedding APIs.
+again (for another query, or a repeated request) is not encoded again. Query vectors are kept in a small cache of
+their own (:data:`QUERY_CACHE_BYTES`), so a request cut into several token-budget batches encodes its query once, as
+PyLate does, not once per batch (rerank-100: 9 batches, 9 query passes before); :meth:`ColbertFamily.encode_outputs`
+gives the multi-vectors of texts for embedding APIs.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ from rerankd.families.base import (
 )
 from rerankd.families.late_interaction import DEFAULT_CACHE_BYTES, TextVectors, VectorCache, join, maxsim, split
 from rerankd.loading import ModelFiles, model_load_kwargs
+
+QUERY_CACHE_BYTES = 4 * 2**20  # ~250 queries of 32 x 128 float32 vectors
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,7 @@ class ColbertFamily:
         self.skip_ids = {int(tokenizer.convert_tokens_to_ids(word)) for word in settings.skiplist_words}
         self.limits = FamilyLimits(max_length=settings.query_length + settings.document_length, pad_side="right")
         self.cache: VectorCache[TextVectors] = VectorCache(cache_bytes)
+        self.query_cache: VectorCache[TextVectors] = VectorCache(QUERY_CACHE_BYTES)
 
     @staticmethod
     def _marker(tokenizer: Any, prefix: str) -> int | None:
@@ -215,10 +220,9 @@ class ColbertFamily:
 
     def score(self, batch: Sequence[Encoded], call: CallOptions = DEFAULT_CALL) -> torch.Tensor:
         parts = split(batch)
-        queries = self._vectors(parts.queries, query=True)
-        documents = self.cache.get_many(
-            parts.documents, lambda rows: self._vectors(rows, query=False), version=self.weights_version()
-        )
+        version = self.weights_version()
+        queries = self.query_cache.get_many(parts.queries, lambda rows: self._vectors(rows, query=True), version)
+        documents = self.cache.get_many(parts.documents, lambda rows: self._vectors(rows, query=False), version)
         scores = [
             maxsim(_multi(queries[q]), _multi(documents[d]))
             for q, d in zip(parts.query_of, parts.document_of, strict=True)
