@@ -145,3 +145,37 @@ def test_compression_per_call_through_score_options(lightweight_path: Path) -> N
     per_call = [row[0] for row in _load(lightweight_path).rows(pairs, options)]
     loaded = _load(lightweight_path, compress_ratio=2, compress_layers=(2, 4)).score(list(pairs), cutoff_layers=[5])
     assert np.allclose(per_call, loaded, atol=1e-6)
+
+
+def test_cpu_attention_reads_grouped_heads_in_place_and_shares_the_mask() -> None:
+    """On CPU the grouped key/value heads go to SDPA as they are (no repeat_interleave copies per layer), with the
+    result of repeating them; a sliding window that covers the whole sequence reuses the full mask (no copy)."""
+    import torch
+    from torch.profiler import profile
+
+    from rerankd.families.gemma2_model import Gemma2Attention, Gemma2Config, attention_masks, rotary_tables
+    from tests.families_new.tiny_lightweight import CONFIG
+
+    layout = dict(CONFIG, vocab_size=100)
+    config = Gemma2Config.from_dict(layout)
+    torch.manual_seed(0)
+    grouped = Gemma2Attention(config, layer=0).eval()
+    groups = config.num_attention_heads // config.num_key_value_heads
+    heads = Gemma2Attention(Gemma2Config.from_dict(dict(layout, num_key_value_heads=4)), layer=0).eval()
+    with torch.no_grad():  # the same attention with every key/value head written out `groups` times
+        for name in ("q_proj", "o_proj"):
+            getattr(heads, name).weight.copy_(getattr(grouped, name).weight)
+        for name in ("k_proj", "v_proj"):
+            weight = getattr(grouped, name).weight.view(config.num_key_value_heads, config.head_dim, -1)
+            getattr(heads, name).weight.copy_(weight.repeat_interleave(groups, dim=0).flatten(0, 1))
+    x = torch.randn(2, 10, config.hidden_size)
+    masks = attention_masks(torch.tensor([[1] * 10, [1] * 7 + [0] * 3]), torch.float32, config.sliding_window)
+    assert masks.sliding is masks.full  # window 24 covers 10 tokens
+    rotary = rotary_tables(10, config, torch.float32, x.device)
+    with torch.inference_mode(), profile() as run:
+        got = grouped(x, rotary, masks.sliding)
+    assert not [event for event in run.events() if event.name == "aten::repeat_interleave"]
+    with torch.inference_mode():
+        assert torch.allclose(got, heads(x, rotary, masks.sliding), atol=1e-6)
+    short = attention_masks(torch.ones(1, 30, dtype=torch.long), torch.float32, config.sliding_window)
+    assert short.sliding is not short.full and bool((short.sliding != short.full).any())

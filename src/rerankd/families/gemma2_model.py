@@ -117,15 +117,19 @@ class Gemma2Attention(nn.Module):
         v = self.v_proj(x).view(batch, seq, -1, config.head_dim).transpose(1, 2)
         cos, sin = rotary
         q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-        groups = config.num_attention_heads // config.num_key_value_heads
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         scale = config.query_pre_attn_scalar**-0.5
-        if ATTENTION_SOFTCAP and config.attn_logit_softcapping:
-            cap = config.attn_logit_softcapping
-            scores = torch.tanh((q @ k.transpose(2, 3)) * scale / cap) * cap + mask
+        groups = config.num_attention_heads // config.num_key_value_heads
+        softcap = config.attn_logit_softcapping if ATTENTION_SOFTCAP else None
+        # CPU SDPA reads grouped key/value heads in place (no repeated copies, the same numbers); elsewhere a masked
+        # enable_gqa call would fall back to the math kernel, so the heads are repeated.
+        in_place = groups > 1 and softcap is None and x.device.type == "cpu"
+        if groups > 1 and not in_place:
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        if softcap:
+            scores = torch.tanh((q @ k.transpose(2, 3)) * scale / softcap) * softcap + mask
             out = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype) @ v
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=in_place)
         return self.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
 
 
@@ -166,12 +170,13 @@ class Masks:
 
 
 def attention_masks(attention_mask: torch.Tensor, dtype: torch.dtype, window: int | None) -> Masks:
+    """The sliding mask is the full one (not a copy) when the window covers the whole sequence."""
     seq = attention_mask.shape[1]
     steps = torch.arange(seq, device=attention_mask.device)
     allowed = (steps[None, :] <= steps[:, None]) & attention_mask[:, None, None, :].bool()
     lowest = torch.finfo(dtype).min
     full = torch.zeros(allowed.shape, dtype=dtype, device=attention_mask.device).masked_fill(~allowed, lowest)
-    if window is None:
+    if window is None or window >= seq:
         return Masks(full, full)
     near = (steps[:, None] - steps[None, :]) < window
     return Masks(full, full.masked_fill(~near, lowest))
