@@ -50,7 +50,12 @@ ListOpt = list[str] | None
 def serve(
     model: Annotated[
         ListOpt,
-        typer.Option("--model", "-m", help="Model to serve, `name=path` or `path`; repeatable (env RERANKD_MODELS)."),
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model to serve: `path`, `name=path` or `name=path;KEY=VALUE;...` (cutoff_layers, compress_ratio, "
+            "compress_layers, score_weights); repeatable (env RERANKD_MODELS).",
+        ),
     ] = None,
     route: Annotated[
         ListOpt, typer.Option("--route", help="A/B alias over served models, e.g. `main=a:90,b:10`; repeatable.")

@@ -158,10 +158,10 @@ async def _within(deadline: Deadline, work: Awaitable[T]) -> T:
 
 
 async def _rerank(request: Request, body: SearchRequest, candidates: list[Candidate]) -> PairScores:
-    """The candidates scored the way /v1/rerank scores documents (``routes._scored``: the route's arm, sticky per
+    """The candidates scored the way /v1/rerank scores documents (``routes.score_request``: the route's arm, sticky per
     ``x-rerankd-user``; the request's deadline; a configured shadow), in first-stage order."""
     from rerankd.server.dialects import rank_pairs
-    from rerankd.server.routes import _scored
+    from rerankd.server.routes import score_request
 
     options = ScoreOptions(
         normalize=False if body.raw_scores else None,
@@ -169,7 +169,7 @@ async def _rerank(request: Request, body: SearchRequest, candidates: list[Candid
         max_tokens_per_doc=body.max_tokens_per_doc,
     )
     pairs = rank_pairs(body.query, [c.document.body for c in candidates])
-    return await _scored(request, body.model, pairs, options)
+    return await score_request(request, body.model, pairs, options)
 
 
 def _answer(

@@ -87,7 +87,7 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
-async def _scored(
+async def score_request(
     request: Request, model: str | None, pairs: CheckedPairs, options: ScoreOptions, priority: int = 0
 ) -> PairScores:
     """Score through the engine; a route's arm is drawn per request, or per ``x-rerankd-user`` (sticky). A shadow
@@ -114,7 +114,7 @@ async def rerank(request: Request, body: s.AnyRerankRequest) -> Response:
     if isinstance(body, s.TEIRerankRequest):
         request.state.dialect = "tei"
         pairs = d.rank_pairs(body.query, body.texts, param="texts")
-        scores = await _scored(request, body.model, pairs, d.tei_options(body))
+        scores = await score_request(request, body.model, pairs, d.tei_options(body))
         answer = d.tei_response(scores, d.ranked_order(scores, None), body.texts, body.return_text)
         return respond(answer, scores.model, served_ranking(request, body.model, scores, f"rerank-{uuid.uuid4()}"))
     return await _rerank_v1(request, body)
@@ -134,7 +134,7 @@ async def rerank_v1(request: Request, body: s.RerankRequest) -> Response:
 async def _rerank_v1(request: Request, body: s.RerankRequest) -> Response:
     texts = d.document_texts(body.documents, body.rank_fields)
     pairs = d.rank_pairs(body.query, texts)
-    scores = await _scored(request, body.model, pairs, d.rerank_options(body), body.priority)
+    scores = await score_request(request, body.model, pairs, d.rerank_options(body), body.priority)
     order = d.ranked_order(scores, body.top_n)
     return_documents = body.return_documents is not False
     answer = d.rerank_response(scores, order, body.documents, return_documents, version="1")
@@ -145,7 +145,7 @@ async def _rerank_v1(request: Request, body: s.RerankRequest) -> Response:
 async def rerank_v2(request: Request, body: s.V2RerankRequest) -> Response:
     """Cohere v2: strict fields (unknown ones are a 422), documents are never returned."""
     pairs = d.rank_pairs(body.query, body.documents)
-    scores = await _scored(request, body.model, pairs, d.v2_options(body), body.priority or 0)
+    scores = await score_request(request, body.model, pairs, d.v2_options(body), body.priority or 0)
     answer = d.v2_response(scores, d.ranked_order(scores, body.top_n), len(body.documents))
     return respond(answer, scores.model, served_ranking(request, body.model, scores, answer.id))
 
@@ -157,7 +157,7 @@ async def score(request: Request, body: s.ScoreRequest) -> Response:
     """One score per pair: text_1/text_2 (or queries/documents, queries/items, data_1/data_2), 1:1, 1:N, N:N. The
     body's ``id`` is the response id feedback takes (its indices are the ``data`` indices)."""
     pairs = d.score_request_pairs(body)
-    scores = await _scored(request, body.model, pairs, d.score_options(body), body.priority)
+    scores = await score_request(request, body.model, pairs, d.score_options(body), body.priority)
     answer = d.score_response(scores)
     return respond(answer, scores.model, served_ranking(request, body.model, scores, answer.id))
 
@@ -170,7 +170,7 @@ async def predict(request: Request, body: s.PredictRequest) -> Response:
     in the ``x-rerankd-response-id`` header (TEI's body has no id; feedback indices are the pairs' positions)."""
     request.state.dialect = "tei"
     pairs, single = d.predict_pairs(body.inputs)
-    scores = await _scored(request, body.model, pairs, d.tei_options(body))
+    scores = await score_request(request, body.model, pairs, d.tei_options(body))
     answer = d.predict_response(scores, single)
     return respond(answer, scores.model, served_ranking(request, body.model, scores, f"predict-{uuid.uuid4()}"))
 
