@@ -3,6 +3,8 @@
 
     python -m benchmarks.run_shadow --model minilm-ce --seconds 30 --rounds 2
 
+``--clients 4 --think-ms 500`` measures below saturation, where the device has idle time and shadows do run.
+
 Reports served p50/p99 and throughput per round and the p50 ratio (goal: shadow at 100% adds <= 5%), plus how many
 shadow scorings ran and how many were shed (the shadow only uses capacity no served request is waiting for).
 """
@@ -24,12 +26,14 @@ from tests.server.conftest import metric_value
 
 from benchmarks.models import model_path
 from benchmarks.run_server16 import make_requests
-from benchmarks.soak_cache import cpu_name
+from rerankd.hardware import cpu_description
 
 ADMIN = {"Authorization": "Bearer bench-admin"}
 
 
-async def drive(url: str, requests: list[tuple[str, list[str]]], seconds: float) -> tuple[float, list[float]]:
+async def drive(
+    url: str, requests: list[tuple[str, list[str]]], seconds: float, clients: int = 16, think_s: float = 0.0
+) -> tuple[float, list[float]]:
     latencies: list[float] = []
     pairs = 0
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=32)) as client:
@@ -40,15 +44,17 @@ async def drive(url: str, requests: list[tuple[str, list[str]]], seconds: float)
             k = first
             while time.perf_counter() < stop:
                 query, docs = requests[k % len(requests)]
-                k += 16
+                k += clients
                 tick = time.perf_counter()
                 body = {"model": "main", "query": query, "documents": docs, "return_documents": False}
                 (await client.post("/v1/rerank", json=body)).raise_for_status()
                 latencies.append(time.perf_counter() - tick)
                 pairs += len(docs)
+                if think_s:
+                    await asyncio.sleep(think_s)  # below saturation: the device has idle time for shadows
 
         start = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(16)))
+        await asyncio.gather(*(one(i) for i in range(clients)))
         return pairs / (time.perf_counter() - start), latencies
 
 
@@ -75,12 +81,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--port", type=int, default=8795)
+    parser.add_argument("--clients", type=int, default=16, help="closed-loop clients (16: server-16)")
+    parser.add_argument("--think-ms", type=float, default=0.0, help="pause after each answer (load below saturation)")
     args = parser.parse_args()
     path, requests = str(model_path(args.model)), make_requests()
     process = start(path, args.port)
     url = f"http://127.0.0.1:{args.port}"
-    cpu = cpu_name()
-    print(f"CPU: {cpu}, {os.cpu_count()} cores; model {args.model}; {args.seconds:g} s per round")
+    cpu = cpu_description()
+    print(f"CPU: {cpu}; model {args.model}; {args.seconds:g} s per round; "
+          f"{args.clients} clients, think {args.think_ms:g} ms")  # fmt: skip
     p50s: dict[str, list[float]] = {"off": [], "on": []}
     try:
         asyncio.run(drive(url, requests, 3))  # warm-up
@@ -91,7 +100,7 @@ def main() -> None:
                     httpx.put(f"{url}/admin/shadows/main", json=body, headers=ADMIN).raise_for_status()
                 else:
                     httpx.delete(f"{url}/admin/shadows/main", headers=ADMIN)
-                rate, latencies = asyncio.run(drive(url, requests, args.seconds))
+                rate, latencies = asyncio.run(drive(url, requests, args.seconds, args.clients, args.think_ms / 1000))
                 latencies.sort()
                 p50, p99 = statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1]
                 p50s[mode].append(p50)
