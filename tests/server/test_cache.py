@@ -1,4 +1,4 @@
-"""The score cache backends and keys (Redis against a real redis-server)."""
+"""The score cache backends and keys (Redis against a real redis-server), and the cache size /metrics reports."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from rerankd import Reranker
 from rerankd.jobs import ScoreOptions
 from rerankd.server.cache import (
     CachedScore,
@@ -17,8 +18,11 @@ from rerankd.server.cache import (
     settings_digest,
 )
 from rerankd.server.redis_cache import CircuitBreaker, RedisCache
+from tests.server.conftest import ServerFactory
+from tests.tiny_models import corpus
 
 pytestmark = pytest.mark.timeout(60)
+QUERY = "what is the giant panda?"
 
 
 def test_keys_separate_model_settings_query_and_document() -> None:
@@ -125,3 +129,36 @@ def test_unreachable_redis_is_a_miss_not_an_error() -> None:
         await cache.close()
 
     asyncio.run(main())
+
+
+def _entry_size() -> int:
+    """The estimated size of one LRU entry of a cross-encoder score: keys have a fixed length, rows one float."""
+    return entry_bytes(score_key("0" * 24, "q", "d"), CachedScore((0.5,), 7))
+
+
+def test_cache_metrics_grow_with_scored_pairs(start_server: ServerFactory, bert: Reranker) -> None:
+    server = start_server({"tiny": bert}, cache="memory")
+    docs = corpus(seed=51, n=24, min_words=3, max_words=20)
+    assert server.metric("rerankd_cache_entries", backend="memory") == 0
+    assert server.metric("rerankd_cache_bytes", backend="memory") == 0
+    seen = []
+    with server.client() as client:
+        for body in ({"query": QUERY, "documents": docs[:12]}, {"query": QUERY, "documents": docs}):
+            assert client.post("/v1/rerank", json=body).status_code == 200
+            seen.append((server.metric("rerankd_cache_entries", backend="memory"),
+                         server.metric("rerankd_cache_bytes", backend="memory")))  # fmt: skip
+    assert seen == [(12, 12 * _entry_size()), (24, 24 * _entry_size())]  # the second request added 12 new pairs
+
+
+def test_cache_metrics_respect_the_byte_bound(start_server: ServerFactory, bert: Reranker) -> None:
+    bound = 1 << 16  # the smallest --cache-max-bytes: ~150 entries, far below --cache-size
+    server = start_server({"tiny": bert}, cache="memory", cache_max_bytes=bound, cache_size=100_000)
+    docs = corpus(seed=52, n=400, min_words=3, max_words=12)
+    with server.client() as client:
+        for start in range(0, 400, 100):
+            assert client.post("/v1/rerank", json={"query": QUERY, "documents": docs[start : start + 100]}).is_success
+            size = server.metric("rerankd_cache_bytes", backend="memory")
+            assert 0 < size <= bound
+    entries = server.metric("rerankd_cache_entries", backend="memory")
+    assert entries == bound // _entry_size() < 400  # as many as fit, the oldest evicted
+    assert server.metric("rerankd_cache_bytes", backend="memory") == entries * _entry_size()
