@@ -76,6 +76,10 @@ def serve(
         bool | None,
         typer.Option("--allow-unauthenticated", help="Serve without an API key where one is required or expected."),
     ] = None,
+    metrics_auth: Annotated[
+        bool | None,
+        typer.Option("--metrics-auth", help="Require the API key for /metrics too (env RERANKD_METRICS_AUTH)."),
+    ] = None,
     cache: Annotated[str | None, typer.Option(help="Score cache: memory, none or redis://host:port/db.")] = None,
     feedback_store: Annotated[
         str | None,
@@ -128,6 +132,7 @@ def serve(
         admin_key=admin_key or None,
         state_file=state_file,
         allow_unauthenticated=allow_unauthenticated,
+        metrics_auth=metrics_auth,
         cache=cache,
         feedback_store=feedback_store,
         cache_size=cache_size,
