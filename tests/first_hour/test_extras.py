@@ -31,6 +31,8 @@ CASES: list[tuple[str, tuple[str, ...], list[str]]] = [
     ("eval", EXTRAS["eval"], ["eval", "{tmp}/beir", "-m", MODEL]),
     ("eval", EXTRAS["search"], ["eval", "{tmp}/beir", "-m", MODEL]),  # its BM25 first stage
     ("search", EXTRAS["search"], ["index", "{tmp}/corpus.jsonl", "-o", "{tmp}/index"]),
+    ("search", EXTRAS["search"], ["search", "giant panda", "--index", "{index}", "-m", MODEL]),
+    ("search", ("tantivy",), ["search", "giant panda", "--index", "{index}", "--no-rerank"]),
     ("batch", EXTRAS["batch"], ["batch", "{tmp}/pairs.jsonl", "-o", "{tmp}/out.parquet", "-m", MODEL]),
     ("batch", EXTRAS["batch"], ["batch", "{tmp}/pairs.parquet", "-o", "{tmp}/out.jsonl", "-m", MODEL]),
     ("ray", EXTRAS["ray"], ["batch", "{tmp}/pairs.jsonl", "-o", "{tmp}/out2.jsonl", "-m", MODEL, "--ray", "local"]),
@@ -48,11 +50,25 @@ def files(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def search_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real BM25 index (built here, where the search extra is installed) for `rerankd search` to open without it."""
+    from rerankd.pipeline import FieldMap, IndexConfig, IndexWriter, read_corpus
+
+    folder = tmp_path_factory.mktemp("search") / "index"
+    corpus = folder.with_name("corpus.jsonl")
+    corpus.write_text(json.dumps({"id": "1", "text": "The giant panda is a bear species of China."}) + "\n")
+    with IndexWriter(folder, IndexConfig(language="english")) as writer:
+        writer.upsert(read_corpus(corpus, FieldMap()))
+    return folder
+
+
 @pytest.mark.parametrize(("extra", "hidden", "args"), CASES, ids=[f"{c[0]}-{c[2][0]}-{i}" for i, c in enumerate(CASES)])
 def test_a_missing_extra_is_one_line_naming_it(
-    cli: Cli, bert_ce: Path, files: Path, extra: str, hidden: tuple[str, ...], args: list[str]
+    cli: Cli, bert_ce: Path, files: Path, search_index: Path, extra: str, hidden: tuple[str, ...], args: list[str]
 ) -> None:
-    argv = [arg.replace(MODEL, str(bert_ce)).replace("{tmp}", str(files)) for arg in args]
+    argv = [arg.replace(MODEL, str(bert_ce)).replace("{tmp}", str(files)).replace("{index}", str(search_index))
+            for arg in args]  # fmt: skip
     done = cli(*argv, absent=hidden, env={"HF_HUB_OFFLINE": "1"})
     assert done.code == 3, done.stderr
     errors = [line for line in done.error_lines if line.startswith("error:")]
