@@ -1,10 +1,12 @@
 """Preparing a scoring call: checked inputs -> encoded model inputs (truncation policy, long-document chunking) ->
 a :class:`~rerankd.jobs.job.ScoringJob`. Work proceeds in slices of documents, so a caller can abandon it between
-steps (deadline passed, client gone) and a request that would need too many model inputs stops early."""
+steps (deadline passed, client gone) and a request that would need too many model inputs stops early. A step is at
+most 256 documents and 64 KiB of their text, so abandoned work stops soon whatever the documents' lengths: work left
+running after its request was answered competes with the answers still due (for the CPU and the GIL)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from rerankd.chunking import Split, fit_documents
@@ -22,11 +24,25 @@ from rerankd.jobs.job import (
 )
 from rerankd.validation import CheckedPairs, CheckedTexts
 
-SLICE = 256  # documents encoded per step: the granularity at which a preparation can be abandoned
+SLICE = 256  # most documents encoded per step: the granularity at which a preparation can be abandoned
+SLICE_CHARS = 64 * 1024  # most characters of document text per step (a longer document is a step of its own)
 
 
 def _never_stop() -> None:
     return None
+
+
+def slices(texts: Sequence[str]) -> Iterator[range]:
+    """Consecutive index ranges of ``texts``, each at most :data:`SLICE` texts and :data:`SLICE_CHARS` characters
+    (and at least one text): the steps of a preparation."""
+    start = 0
+    while start < len(texts):
+        end, size = start + 1, len(texts[start])
+        while end < len(texts) and end - start < SLICE and size + len(texts[end]) <= SLICE_CHARS:
+            size += len(texts[end])
+            end += 1
+        yield range(start, end)
+        start = end
 
 
 @dataclass(frozen=True)
@@ -90,9 +106,9 @@ def prepare_embed(
 ) -> ScoringJob:
     """Encode checked texts for embedding; the job's rows are the vectors."""
     encoded: list[Encoded] = []
-    for start in range(0, len(texts), SLICE):
-        budget.check(start)
-        encoded += family.encode_texts(texts[start : start + SLICE], role)
+    for step in slices(texts):
+        budget.check(step.start)
+        encoded += family.encode_texts(texts[step.start : step.stop], role)
     cut = _check_lengths(family, encoded, range(len(encoded)), truncate, param="texts")
     warnings = describe_cut(cut, chunked=False, limit=family.limits.max_length, what="input")
     return ScoringJob(encoded, "embed", CallOptions(), [len(e) for e in encoded], cut, warnings, identity)
@@ -129,10 +145,11 @@ def _prepare_scored(
     for query, positions in groups.items():
         probe = family.encode_pairs(query, [""], call)[0]  # the query with the template, no document
         _check_query(probe, truncate, got.warnings)
-        for start in range(0, len(positions), SLICE):
+        documents = [pairs[p][1] for p in positions]
+        for step in slices(documents):
             budget.check(len(got.items))
-            members = positions[start : start + SLICE]
-            windows = _windows(family, [pairs[p][1] for p in members], members, options, len(probe), truncate, got)
+            members = positions[step.start : step.stop]
+            windows = _windows(family, documents[step.start : step.stop], members, options, len(probe), truncate, got)
             encoded = family.encode_pairs(query, [text for _, text in windows], call)
             got.cut += _check_lengths(family, encoded, [p for p, _ in windows], truncate or options.chunked)
             got.add(windows, encoded)
@@ -194,9 +211,9 @@ def _prepare_cosine(
     got = _Collected(tokens=[len(query_items[query_of[query]]) for query, _ in pairs])
     got.cut += _check_lengths(family, query_items, [groups[q][0] for q in queries], truncate)
     overhead = len(family.encode_texts([""], "document")[0])  # special tokens only
-    for start in range(0, len(pairs), SLICE):
+    for step in slices([document for _, document in pairs]):
         budget.check(len(got.items))
-        positions = list(range(start, min(start + SLICE, len(pairs))))
+        positions = list(step)
         windows = _windows(family, [pairs[p][1] for p in positions], positions, options, overhead, truncate, got)
         doc_items = family.encode_texts([text for _, text in windows], "document")
         got.cut += _check_lengths(family, doc_items, [p for p, _ in windows], truncate or options.chunked)
