@@ -33,6 +33,7 @@ CASES: list[tuple[str, tuple[str, ...], list[str]]] = [
     ("search", EXTRAS["search"], ["index", "{tmp}/corpus.jsonl", "-o", "{tmp}/index"]),
     ("search", EXTRAS["search"], ["search", "giant panda", "--index", "{index}", "-m", MODEL]),
     ("search", ("tantivy",), ["search", "giant panda", "--index", "{index}", "--no-rerank"]),
+    ("search", ("tantivy",), ["search", "giant panda", "--index", "{tmp}/no-index", "--no-rerank"]),  # extra first
     ("batch", EXTRAS["batch"], ["batch", "{tmp}/pairs.jsonl", "-o", "{tmp}/out.parquet", "-m", MODEL]),
     ("batch", EXTRAS["batch"], ["batch", "{tmp}/pairs.parquet", "-o", "{tmp}/out.jsonl", "-m", MODEL]),
     ("ray", EXTRAS["ray"], ["batch", "{tmp}/pairs.jsonl", "-o", "{tmp}/out2.jsonl", "-m", MODEL, "--ray", "local"]),

@@ -162,6 +162,9 @@ def _first_stage(settings: Settings, index: Path, retriever: str | None, fusion:
                 f"--retriever picks a retriever over --index; --first-stage {settings.first_stage} searches the cluster"
             )
         return cluster
+    from rerankd.cli.extras import require
+
+    require("search", "rerankd search over --index", ("tantivy",))  # before the folder: name the extra first
     searched = SearchIndex(index)
     name = retriever or "bm25"
     encoder = None
