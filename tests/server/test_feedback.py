@@ -275,3 +275,40 @@ def test_a_frozen_or_dead_redis_never_fails_or_slows_reranking(
     assert gone.status_code == 503
     assert server.metric("rerankd_requests_total", status="500") == 0
     assert server.metric("rerankd_feedback_store_errors_total", backend="redis", op="read") >= 1
+
+
+def test_feedback_bodies_are_bounded_and_cheap(server: RunningServer) -> None:
+    """A repeated click counts once; more than 10,000 indices, or a non-finite dwell, is a 422; a key that is a
+    Unicode digit but no integer ("²") is a 400, never a 500; 10,000 clicks are answered at once (set lookups)."""
+    labels = {"route": "tiny", "model": "tiny"}
+    with server.client() as client:
+        response_id, order, _ = served(client, "cohere-v2")
+        top = order[0]
+        mrr = server.metric("rerankd_feedback_value_sum", measure="mrr", **labels)
+        repeated = client.post("/v1/feedback", json={"id": response_id, "clicked": [top] * 10_000})
+        assert repeated.status_code == 202, repeated.text
+        assert server.metric("rerankd_feedback_value_sum", measure="mrr", **labels) == mrr + 1  # one click
+        too_many = client.post("/v1/feedback", json={"id": response_id, "clicked": [top] * 10_001})
+        raw = f'{{"id": "{response_id}", "clicked": [{top}], "dwell_ms": {{"{top}": Infinity}}}}'
+        infinite = client.post("/v1/feedback", content=raw, headers={"content-type": "application/json"})
+        superscript = client.post("/v1/feedback", json={"id": response_id, "clicked": [top], "dwell_ms": {"²": 1}})
+        graded = client.post("/v1/feedback", json={"id": response_id, "relevance": {"²": 2, str(top): 1}})
+    assert too_many.status_code == 422 and infinite.status_code == 422, (too_many.text, infinite.text)
+    assert superscript.status_code == 400 and superscript.json()["error"]["param"] == "dwell_ms"
+    assert graded.status_code == 202, graded.text
+
+
+def test_memory_store_is_bounded_by_ranked_documents_and_drops_expired_entries_as_it_goes() -> None:
+    async def main() -> None:
+        store = MemoryServedStore(max_entries=100, ttl_s=60, max_positions=10)
+        store.remember("old", Served("r", "m", tuple(range(4)), time.time() - 120))  # already past the window
+        store.remember("a", Served("r", "m", tuple(range(4)), time.time()))
+        assert len(store) == 1 and await store.get("a") is not None  # "old" went when "a" arrived
+        store.remember("b", Served("r", "m", tuple(range(4)), time.time()))
+        store.remember("c", Served("r", "m", tuple(range(4)), time.time()))  # 12 positions > 10: "a" goes
+        assert await store.get("a") is None and await store.get("b") is not None and len(store) == 2
+        store.remember("c", Served("r", "m", tuple(range(2)), time.time()))  # replaced, not counted twice
+        store.remember("d", Served("r", "m", tuple(range(4)), time.time()))  # 4 + 2 + 4 = 10: all kept
+        assert len(store) == 3
+
+    asyncio.run(main())

@@ -85,7 +85,7 @@ class Metrics:
             buckets=DWELL_BUCKETS, registry=r,
         )  # fmt: skip
         self.feedback_short_clicks = Counter(
-            "rerankd_feedback_short_clicks", "clicks with a dwell under --feedback-min-dwell-ms (not counted)",
+            "rerankd_feedback_short_clicks", "clicks with a dwell under RERANKD_FEEDBACK_MIN_DWELL_MS (not counted)",
             ["route", "model"], registry=r,
         )  # fmt: skip
 

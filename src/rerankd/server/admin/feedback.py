@@ -3,8 +3,8 @@ each arm of each route accumulates MRR@k, NDCG@k, click-through in the top k and
 
 The first-stage order is the order the caller sent the documents in (what it would have shown without reranking),
 so "rank lift" is how many places reranking moved the clicked documents up (seed 004's "before and after").
-A click counts only when it satisfied the user: one with a reported dwell under ``--feedback-min-dwell-ms`` (30 s by
-default, the usual "satisfied click" threshold) is a short click and counts as no click.
+A click counts only when it satisfied the user: one with a reported dwell under ``RERANKD_FEEDBACK_MIN_DWELL_MS``
+(30 s by default, the usual "satisfied click" threshold) is a short click and counts as no click.
 """
 
 from __future__ import annotations

@@ -102,29 +102,35 @@ async def post_feedback(request: Request, body: a.FeedbackIn) -> a.FeedbackOut:
     if served is None:
         engine.metrics.feedback_unmatched.inc()
         raise ModelNotFound(f"no served ranking {body.id!r} (unknown, or older than the feedback window)", param="id")
-    grades = {int(k): v for k, v in (body.relevance or {}).items() if k.isdigit()}
-    out_of_range = [i for i in [*body.clicked, *grades] if i >= len(served.order)]
+    grades = {int(k): v for k, v in (body.relevance or {}).items() if _is_index(k)}
+    clicked = list(dict.fromkeys(body.clicked))  # a repeated index is one click
+    out_of_range = [i for i in [*clicked, *grades] if i >= len(served.order)]
     if out_of_range:
         raise InvalidInput(
             f"document index {out_of_range[0]} is outside the {len(served.order)} ranked", param="clicked"
         )
-    dwell = _dwell(body, len(served.order))
+    dwell = _dwell(body, clicked, len(served.order))
     minimum = engine.settings.feedback_min_dwell_ms
-    result = outcome(served, body.clicked, grades, engine.settings.feedback_k, dwell, minimum)
+    result = outcome(served, clicked, grades, engine.settings.feedback_k, dwell, minimum)
     engine.feedback.record(served, result)
-    counted = satisfied_clicks(body.clicked, dwell, minimum)
-    short = [index for index in body.clicked if index not in counted]
+    counted = set(satisfied_clicks(clicked, dwell, minimum))
+    short = [index for index in clicked if index not in counted]
     _count(engine, served, result, dwell, len(short))
     return a.FeedbackOut(route=served.route, model=served.arm, short_clicks=short)
 
 
-def _dwell(body: a.FeedbackIn, ranked: int) -> dict[int, float]:
+def _is_index(key: str) -> bool:
+    return key.isascii() and key.isdigit()  # not "²" or "٣": str.isdigit() takes them, int() does not
+
+
+def _dwell(body: a.FeedbackIn, clicked: list[int], ranked: int) -> dict[int, float]:
     """``dwell_ms`` by document index; every key must be a clicked index (dwell is time spent after a click)."""
     dwell: dict[int, float] = {}
+    was_clicked = set(clicked)
     for key, value in (body.dwell_ms or {}).items():
-        if not key.isdigit() or int(key) >= ranked:
+        if not _is_index(key) or int(key) >= ranked:
             raise InvalidInput(f"dwell_ms key {key!r} is not a document index below {ranked}", param="dwell_ms")
-        if int(key) not in body.clicked:
+        if int(key) not in was_clicked:
             raise InvalidInput(f"dwell_ms names document {key}, which is not in clicked", param="dwell_ms")
         dwell[int(key)] = value
     return dwell

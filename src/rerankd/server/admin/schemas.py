@@ -34,16 +34,19 @@ class AdminState(ResponseModel):
     changes: int
 
 
+MAX_FEEDBACK_ITEMS = 10_000  # clicked indices, graded or timed documents per event
+
+
 class FeedbackIn(RequestModel):
     """What the user did with a served ranking: the response ``id`` and the document indices (positions in the
     request's ``documents``) they clicked or used; optional graded relevance and, per clicked index, the dwell time:
-    a click with a dwell under the server's ``--feedback-min-dwell-ms`` is a short click and counts as no click."""
+    a click with a dwell under the server's ``RERANKD_FEEDBACK_MIN_DWELL_MS`` is a short click, counted as no click."""
 
     id: str = Field(min_length=1, max_length=256)
-    clicked: list[Count] = Field(default_factory=list)
-    relevance: dict[str, Count] | None = None
-    dwell_ms: dict[str, Annotated[float, Field(ge=0)]] | None = Field(
-        None, description="clicked index -> milliseconds the user stayed on the document"
+    clicked: list[Count] = Field(default_factory=list, max_length=MAX_FEEDBACK_ITEMS)
+    relevance: dict[str, Count] | None = Field(None, max_length=MAX_FEEDBACK_ITEMS)
+    dwell_ms: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = Field(
+        None, max_length=MAX_FEEDBACK_ITEMS, description="clicked index -> milliseconds the user stayed on the document"
     )
 
 

@@ -1,4 +1,4 @@
-"""Where served rankings wait for their feedback, by response id, for ``--feedback-ttl-s`` seconds.
+"""Where served rankings wait for their feedback, by response id, for ``RERANKD_FEEDBACK_TTL_S`` seconds.
 
 - ``memory`` (default): this process's memory, bounded in entries; feedback must reach the replica that served.
 - ``redis://host:port/db`` (``--feedback-store``): one Redis that every replica shares, so feedback may reach any
@@ -71,23 +71,33 @@ class ServedRankings(Protocol):
 
 
 class MemoryServedStore:
-    """This process's served rankings: bounded in entries (oldest dropped first) and in time."""
+    """This process's served rankings: bounded in entries and in ranked documents (oldest dropped first) and in
+    time (expired entries are dropped as new ones arrive)."""
 
     name = "memory"
 
-    def __init__(self, max_entries: int = 100_000, ttl_s: float = 3600.0) -> None:
+    def __init__(self, max_entries: int = 100_000, ttl_s: float = 3600.0, max_positions: int = 2_000_000) -> None:
         self.max_entries = max_entries
+        self.max_positions = max_positions  # ranked documents held in all (memory: ~36 bytes each at most)
         self.ttl_s = ttl_s
         self.stats = StoreStats()
         self._entries: OrderedDict[str, Served] = OrderedDict()
+        self._positions = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def remember(self, response_id: str, served: Served) -> None:
+        old = self._entries.pop(response_id, None)
+        self._positions += len(served.order) - (len(old.order) if old is not None else 0)
         self._entries[response_id] = served
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        expired = time.time() - self.ttl_s
+        while self._entries and (
+            len(self._entries) > self.max_entries
+            or self._positions > self.max_positions
+            or next(iter(self._entries.values())).at < expired
+        ):  # oldest first: over either bound, or past the feedback window
+            self._positions -= len(self._entries.popitem(last=False)[1].order)
 
     async def get(self, response_id: str) -> Served | None:
         served = self._entries.get(response_id)
@@ -97,6 +107,7 @@ class MemoryServedStore:
 
     async def close(self) -> None:
         self._entries.clear()
+        self._positions = 0
 
 
 class RedisServedStore:
