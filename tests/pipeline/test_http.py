@@ -323,3 +323,26 @@ def test_the_deadline_covers_retrieval(tiny_ce: Reranker) -> None:
     assert late.json()["error"]["code"] == "timeout" and late.headers["retry-after"] == "2"
     assert waited < 1.4  # answered at the deadline, not when the slow cluster finally answered
     assert in_time["candidates"] == 4
+
+
+@pytest.mark.contract
+def test_a_hung_cluster_never_holds_up_reranking(tiny_ce: Reranker) -> None:
+    """First-stage searches run on threads of their own: 12 searches stuck on a cluster that answers after 3 s (each
+    a 429 at its 0.5 s deadline) leave the threads that tokenise /v1/rerank requests free, so a rerank request sent
+    meanwhile gets its 200 at once instead of timing out behind them."""
+    import concurrent.futures
+
+    with fake_engine("elasticsearch") as engine:
+        engine.answer(PANDA_HITS, delay_s=3.0)
+        settings = cluster_settings("elasticsearch", engine.url, request_timeout_s=0.5)
+        with serve(settings, {"tiny": tiny_ce}) as server, concurrent.futures.ThreadPoolExecutor(12) as pool:
+            stuck = [pool.submit(server.client().post, "/v1/search", json={"query": "panda", "model": "tiny"})
+                     for _ in range(12)]  # fmt: skip
+            time.sleep(0.8)  # every search has hit its deadline; their cluster calls are still waiting
+            started = time.monotonic()
+            rerank = server.client().post("/v1/rerank", json={"model": "tiny", "query": "panda", "documents": ["a"]})
+            waited = time.monotonic() - started
+            statuses = [future.result().status_code for future in stuck]
+    assert rerank.status_code == 200, rerank.text
+    assert waited < 0.4
+    assert statuses == [429] * 12

@@ -113,6 +113,7 @@ def cluster_retriever(settings: Settings) -> SearchEngineRetriever | None:
         "ca_certs": settings.first_stage_ca_certs,
         "verify_certs": settings.first_stage_verify_certs,
         "timeout_s": settings.first_stage_timeout_s,
+        "max_retries": 0,  # one attempt: --first-stage-timeout bounds a search (a retry would double the wait)
     }
     hosts, index, auth = (
         list(settings.first_stage_url),

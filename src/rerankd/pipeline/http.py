@@ -16,7 +16,8 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -24,7 +25,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from rerankd.errors import InvalidInput
+from rerankd.errors import InvalidInput, Overloaded
 from rerankd.jobs import ScoreOptions
 from rerankd.pipeline.base import MAX_K, Candidate, Retriever
 from rerankd.pipeline.first_stage import CLUSTERS, cluster_retriever
@@ -98,6 +99,10 @@ class SearchResponse(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
 
+SEARCH_THREADS = 8
+SEARCHES_IN_FLIGHT = 64
+
+
 class SearchState:
     """The served first stages: an index folder (its retrievers; the dense encoder loads on the first dense or hybrid
     query) and/or a search cluster (``--first-stage``)."""
@@ -108,6 +113,23 @@ class SearchState:
         self._index: SearchIndex | None = None
         self._dense: DenseRetriever | None = None
         self._lock = threading.Lock()
+        # First stages run on threads of their own: a hung cluster ties up these, never the pool that tokenises
+        # every rerank request; past SEARCHES_IN_FLIGHT unfinished searches, new ones are refused (429)
+        self._pool = ThreadPoolExecutor(max_workers=SEARCH_THREADS, thread_name_prefix="rerankd-search")
+        self._in_flight = 0
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` on the search threads. A search abandoned at its deadline still counts until its thread
+        is done with it, so a cluster that hangs cannot pile up unbounded work."""
+        if self._in_flight >= SEARCHES_IN_FLIGHT:
+            raise Overloaded(f"{self._in_flight} first-stage searches are still running (the search cluster is slow)")
+        self._in_flight += 1
+        future = asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
+        future.add_done_callback(self._done)
+        return await future
+
+    def _done(self, _: object) -> None:
+        self._in_flight -= 1
 
     def index(self) -> SearchIndex:
         if self.root is None:
@@ -209,8 +231,8 @@ def make_router() -> APIRouter:
             engine.resolve(None if body.model in engine.routes else body.model)
         deadline = engine.deadline(getattr(request.state, "arrived", None))
         started = time.perf_counter()
-        retriever, generation = await asyncio.to_thread(state.first_stage, body.retriever, body.fusion)
-        retrieval = asyncio.to_thread(retriever.retrieve, body.query, body.k, body.filters)
+        retriever, generation = await state.run(state.first_stage, body.retriever, body.fusion)
+        retrieval = state.run(retriever.retrieve, body.query, body.k, body.filters)
         candidates = await until_disconnected(request, _within(deadline, retrieval))
         retrieved = time.perf_counter()
         scores = await _rerank(request, body, candidates) if body.rerank and candidates else None
