@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 from rerankd.server.cache import CachedScore, CacheStats
 
@@ -71,6 +72,95 @@ class CircuitBreaker:
         self._probing = False
 
 
+V = TypeVar("V")
+
+
+class WriteBehind(Generic[V]):
+    """Writes that never hold a request: ``put`` queues ``(key, value)`` pairs (a bounded, insertion-ordered queue; a
+    newer value for a queued key replaces it) and one background task sends them to ``write`` in batches of
+    ``BATCH``, each within ``timeout_s``. A batch the ``breaker`` does not let through, or whose write fails, is
+    dropped and reported through ``dropped``; failures and successes go to ``failed`` / ``succeeded`` (the owner's
+    breaker and stats). ``probe``: whether a write may be the breaker's half-open probe (else writes wait for it
+    to close). Queued values stay readable through :meth:`get` until their write was attempted."""
+
+    BATCH = 500
+
+    def __init__(
+        self,
+        write: Callable[[list[tuple[str, V]]], Awaitable[None]],
+        breaker: CircuitBreaker,
+        *,
+        name: str,
+        timeout_s: float,
+        max_pending: int,
+        dropped: Callable[[int], None],
+        failed: Callable[[BaseException], None],
+        succeeded: Callable[[], None],
+        probe: bool = False,
+    ) -> None:
+        self._write, self._breaker, self._name, self._timeout_s = write, breaker, name, timeout_s
+        self._max_pending, self._probe = max_pending, probe
+        self._dropped, self._failed, self._succeeded = dropped, failed, succeeded
+        self._pending: OrderedDict[str, V] = OrderedDict()
+        self._wakeup: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def put(self, entries: Sequence[tuple[str, V]]) -> None:
+        """Queue what fits (the rest is dropped and counted); returns at once."""
+        room = max(self._max_pending - len(self._pending), 0)
+        if room < len(entries):
+            self._dropped(len(entries) - room)
+        if room:
+            self._pending.update(entries[:room])
+            self._ensure_writer().set()
+
+    def get(self, key: str) -> V | None:
+        return self._pending.get(key)
+
+    async def flush(self) -> None:
+        """Wait until every queued write has been attempted (tests, shutdown)."""
+        while self._pending and self._writer is not None and not self._writer.done():
+            await asyncio.sleep(0.005)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.flush(), 1.0)
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+    def _ensure_writer(self) -> asyncio.Event:
+        if self._wakeup is None or self._writer is None or self._writer.done():
+            self._wakeup = asyncio.Event()
+            self._writer = asyncio.get_running_loop().create_task(self._run(), name=self._name)
+        return self._wakeup
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = list(itertools.islice(self._pending.items(), self.BATCH))
+            if self._breaker.allow() if self._probe else self._breaker.closed:
+                try:
+                    await asyncio.wait_for(self._write(batch), self._timeout_s)
+                except Exception as exc:  # redis raises many types (connection, timeout, protocol)
+                    self._dropped(len(batch))
+                    self._failed(exc)
+                else:
+                    self._succeeded()
+            else:
+                self._dropped(len(batch))
+            for key, value in batch:
+                if self._pending.get(key) is value:  # not replaced by a newer value meanwhile
+                    del self._pending[key]
+
+
 class RedisCache:
     """Scores in Redis (shared by replicas), each entry with a time to live."""
 
@@ -96,10 +186,11 @@ class RedisCache:
         self._client: Any = redis_asyncio.from_url(
             url, socket_timeout=max(4 * timeout_s, 0.2), socket_connect_timeout=max(4 * timeout_s, 0.2)
         )
-        self._pending: deque[tuple[str, CachedScore]] = deque()
-        self._max_pending = max_pending_writes
-        self._wakeup: asyncio.Event | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._writes: WriteBehind[CachedScore] = WriteBehind(
+            self._write, self.breaker, name="rerankd-cache-writer", timeout_s=max(timeout_s * 4, 0.2),
+            max_pending=max_pending_writes, dropped=self._count_dropped,
+            failed=lambda exc: self._failed("write", exc), succeeded=self._succeeded,
+        )  # fmt: skip
 
     async def get_many(self, keys: Sequence[str]) -> list[CachedScore | None]:
         if not keys:
@@ -122,16 +213,11 @@ class RedisCache:
         if not self.breaker.closed:
             self.stats.dropped_writes += len(entries)
             return
-        room = self._max_pending - len(self._pending)
-        if room < len(entries):
-            self.stats.dropped_writes += len(entries) - max(room, 0)
-        self._pending.extend(entries[: max(room, 0)])
-        self._ensure_writer().set()
+        self._writes.put(entries)
 
     async def flush(self) -> None:
         """Wait until every queued write has been attempted (tests, shutdown)."""
-        while self._pending and self._writer is not None and not self._writer.done():
-            await asyncio.sleep(0.005)
+        await self._writes.flush()
 
     async def ping(self) -> bool:
         try:
@@ -140,38 +226,12 @@ class RedisCache:
             return False
 
     async def close(self) -> None:
-        if self._writer is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.flush(), 1.0)
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+        await self._writes.close()
         await self._client.aclose()
 
     # ------------------------------------------------------------------ internals
-    def _ensure_writer(self) -> asyncio.Event:
-        if self._wakeup is None or self._writer is None or self._writer.done():
-            self._wakeup = asyncio.Event()
-            self._writer = asyncio.get_running_loop().create_task(self._write_behind(), name="rerankd-cache-writer")
-        return self._wakeup
-
-    async def _write_behind(self) -> None:
-        assert self._wakeup is not None
-        while True:
-            if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch = [self._pending.popleft() for _ in range(min(len(self._pending), 500))]
-            if not self.breaker.closed:
-                self.stats.dropped_writes += len(batch)
-                continue
-            try:
-                await asyncio.wait_for(self._write(batch), max(self.timeout_s * 4, 0.2))
-            except Exception as exc:  # see get_many
-                self.stats.dropped_writes += len(batch)
-                self._failed("write", exc)
-            else:
-                self._succeeded()
+    def _count_dropped(self, count: int) -> None:
+        self.stats.dropped_writes += count
 
     async def _write(self, batch: list[tuple[str, CachedScore]]) -> None:
         async with self._client.pipeline(transaction=False) as pipe:

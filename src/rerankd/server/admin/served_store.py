@@ -15,8 +15,6 @@ even that wait after three failures in a row, for five seconds at a time; then o
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import json
 import logging
 import time
@@ -29,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from rerankd.errors import StoreUnavailable
 from rerankd.server.admin.feedback import Served
-from rerankd.server.redis_cache import CircuitBreaker
+from rerankd.server.redis_cache import CircuitBreaker, WriteBehind
 
 logger = logging.getLogger(__name__)
 KEY_PREFIX = "rerankd:served:v1:"
@@ -132,21 +130,18 @@ class RedisServedStore:
         self.breaker = breaker or CircuitBreaker(what="redis feedback store")
         self.stats = StoreStats()
         self._client: Any = redis_asyncio.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        # Written soon; a lookup on this replica finds them here first (response id -> encoded ranking).
-        self._pending: OrderedDict[str, str] = OrderedDict()
-        self._max_pending = max_pending
-        self._wakeup: asyncio.Event | None = None
-        self._writer: asyncio.Task[None] | None = None
+        # Written soon; a lookup on this replica finds them there first (response id -> encoded ranking).
+        self._writes: WriteBehind[str] = WriteBehind(
+            self._write, self.breaker, name="rerankd-served-writer", timeout_s=timeout_s * 2, max_pending=max_pending,
+            dropped=self._count_dropped, failed=lambda exc: self._failed("write", exc), succeeded=self._succeeded,
+            probe=True,
+        )  # fmt: skip
 
     def remember(self, response_id: str, served: Served) -> None:
-        if len(self._pending) >= self._max_pending:
-            self.stats.dropped += 1
-            return
-        self._pending[response_id] = encode(served)
-        self._ensure_writer().set()
+        self._writes.put([(response_id, encode(served))])
 
     async def get(self, response_id: str) -> Served | None:
-        raw: str | bytes | None = self._pending.get(response_id)
+        raw: str | bytes | None = self._writes.get(response_id)
         if raw is None:
             if not self.breaker.allow():
                 raise StoreUnavailable("the feedback store (Redis) is unreachable; retry in a few seconds")
@@ -163,44 +158,15 @@ class RedisServedStore:
 
     async def flush(self) -> None:
         """Wait until every queued write has been attempted (tests, shutdown)."""
-        while self._pending and self._writer is not None and not self._writer.done():
-            await asyncio.sleep(0.005)
+        await self._writes.flush()
 
     async def close(self) -> None:
-        if self._writer is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.flush(), 1.0)
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+        await self._writes.close()
         await self._client.aclose()
 
     # ------------------------------------------------------------------ internals
-    def _ensure_writer(self) -> asyncio.Event:
-        if self._wakeup is None or self._writer is None or self._writer.done():
-            self._wakeup = asyncio.Event()
-            self._writer = asyncio.get_running_loop().create_task(self._write_behind(), name="rerankd-served-writer")
-        return self._wakeup
-
-    async def _write_behind(self) -> None:
-        assert self._wakeup is not None
-        while True:
-            if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch = list(itertools.islice(self._pending.items(), 500))
-            if self.breaker.allow():  # closed, or the one probe after the backoff
-                try:
-                    await asyncio.wait_for(self._write(batch), self.timeout_s * 2)
-                except Exception as exc:  # see get
-                    self.stats.dropped += len(batch)
-                    self._failed("write", exc)
-                else:
-                    self._succeeded()
-            else:
-                self.stats.dropped += len(batch)
-            for key, _ in batch:
-                self._pending.pop(key, None)
+    def _count_dropped(self, count: int) -> None:
+        self.stats.dropped += count
 
     async def _write(self, batch: list[tuple[str, str]]) -> None:
         ttl_ms = max(1, round(self.ttl_s * 1000))
