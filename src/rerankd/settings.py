@@ -41,27 +41,25 @@ def device_choice(text: str) -> str:
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-def layers_choice(text: str) -> tuple[int, ...]:
-    """Layer numbers as a user writes them: ``8,12`` or ``8+12`` (``+`` where commas separate entries, as in
-    RERANKD_MODELS)."""
+def _numbers(text: str, kind: Callable[[str], Any], example: str, what: str, empty: str) -> tuple[Any, ...]:
+    """Numbers as a user writes them: ``a,b`` or ``a+b`` (``+`` where commas separate entries, as in RERANKD_MODELS)."""
     try:
-        layers = tuple(int(part) for part in text.replace("+", ",").split(",") if part.strip())
+        numbers = tuple(kind(part) for part in text.replace("+", ",").split(",") if part.strip())
     except ValueError:
-        raise ValueError(f"{text!r} is not a list of layer numbers (e.g. 8+12)") from None
-    if not layers:
-        raise ValueError("give at least one layer number")
-    return layers
+        raise ValueError(f"{text!r} is not a list of {what} (e.g. {example})") from None
+    if not numbers:
+        raise ValueError(empty)
+    return numbers
+
+
+def layers_choice(text: str) -> tuple[int, ...]:
+    """Layer numbers: ``8,12`` or ``8+12``."""
+    return _numbers(text, int, "8+12", "layer numbers", "give at least one layer number")
 
 
 def weights_choice(text: str) -> tuple[float, ...]:
-    """Weights as a user writes them: ``0.4,0.2,0.4`` or ``0.4+0.2+0.4``."""
-    try:
-        weights = tuple(float(part) for part in text.replace("+", ",").split(",") if part.strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not a list of numbers (e.g. 0.4+0.2+0.4)") from None
-    if not weights:
-        raise ValueError("give the weights, e.g. 0.4+0.2+0.4")
-    return weights
+    """Weights: ``0.4,0.2,0.4`` or ``0.4+0.2+0.4``."""
+    return _numbers(text, float, "0.4+0.2+0.4", "numbers", "give the weights, e.g. 0.4+0.2+0.4")
 
 
 # A served model's own family options: `--model 'name=path;KEY=VALUE;...'` (keys as in `rerankd eval -m`).
