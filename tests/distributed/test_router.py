@@ -15,10 +15,13 @@ import pytest
 from ray.exceptions import ActorDiedError
 
 from rerankd import Reranker
-from rerankd.distributed.forwarding import ForwardedRequest, ForwardedResponse, call_asgi
+from rerankd.distributed import serve
+from rerankd.distributed.app_state import AppState
+from rerankd.distributed.forwarding import SEQUENCE_HEADER, ForwardedRequest, ForwardedResponse, call_asgi
 from rerankd.distributed.serve import RerankdRouter
 from rerankd.server import create_app
 from rerankd.settings import Settings
+from tests.distributed.test_app_state import Local
 
 QUERY = "what is the giant panda bear of china?"
 DOCS = ["the giant panda is a bear species of china", "paris is the capital city of france"]
@@ -58,8 +61,16 @@ class FakeScorers:
 OK = ForwardedResponse(200, ((b"content-type", b"application/json"), (b"x-request-id", b"replica")), b'{"ok":1}')
 
 
+@pytest.fixture(autouse=True)
+def app_state(monkeypatch: pytest.MonkeyPatch) -> AppState:
+    """The build's state actor, in-process: its secrets (none here) and admin log."""
+    state = AppState(built_at=1)
+    monkeypatch.setattr(serve, "join_as_router", lambda name, built_at: (Local(state), {}))
+    return state
+
+
 def router_client(scorers: FakeScorers, **settings: Any) -> httpx.AsyncClient:
-    router = RerankdRouter(scorers, Settings(**settings).model_dump(mode="json"))
+    router = RerankdRouter(scorers, Settings(**settings).model_dump(mode="json"), "app-state-test", 1)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=router.asgi), base_url="http://router")
 
 
@@ -103,6 +114,26 @@ async def _test_state_changing_requests_are_not_resent() -> None:
     assert response.status_code == 503 and len(scorers.sent) == 1
 
 
+def test_admin_changes_go_through_the_admin_log(app_state: AppState) -> None:
+    asyncio.run(_test_admin_changes_go_through_the_admin_log(app_state))
+
+
+async def _test_admin_changes_go_through_the_admin_log(app_state: AppState) -> None:
+    refused = ForwardedResponse(400, (), b'{"message":"no"}')
+    scorers = FakeScorers(OK, refused, OK, OK)
+    admin = {"authorization": "Bearer a"}
+    async with router_client(scorers, admin_key=("a",)) as client:
+        first = await client.put("/admin/routes/ab", json={"weights": {"x": 1}}, headers=admin)
+        second = await client.put("/admin/routes/ab", json={"weights": {"y": 1}}, headers=admin)
+        read = await client.get("/admin/state", headers=admin)
+        forged = await client.post("/v1/rerank", json={}, headers={SEQUENCE_HEADER.decode(): "7"})
+    assert (first.status_code, second.status_code, read.status_code, forged.status_code) == (200, 400, 200, 200)
+    sequences = [request.header(SEQUENCE_HEADER) for request in scorers.sent]
+    assert sequences == [b"1", b"2", None, None]  # changes numbered in log order; a client cannot set the number
+    assert [(n, json.loads(change.body)) for n, change in app_state.log] == [(1, {"weights": {"x": 1}})]
+    assert b"Bearer a" not in pickle.dumps(app_state.log)  # the log keeps no credentials
+
+
 def test_the_router_authenticates_before_forwarding_and_keeps_the_body_limit() -> None:
     asyncio.run(_test_the_router_authenticates_before_forwarding_and_keeps_the_body_limit())
 
@@ -123,7 +154,7 @@ def test_a_client_that_leaves_cancels_the_replica_call() -> None:
 
 async def _test_a_client_that_leaves_cancels_the_replica_call() -> None:
     scorers = FakeScorers("hang")
-    router = RerankdRouter(scorers, Settings().model_dump(mode="json"))
+    router = RerankdRouter(scorers, Settings().model_dump(mode="json"), "app-state-test", 1)
     scope = {"type": "http", "method": "POST", "path": "/v1/rerank", "headers": [], "query_string": b""}
     messages = iter([{"type": "http.request", "body": b"{}", "more_body": False}, {"type": "http.disconnect"}])
     sent: list[Any] = []

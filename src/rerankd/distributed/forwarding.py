@@ -17,6 +17,8 @@ from starlette.types import ASGIApp, Message
 
 # Paths whose requests change state: a request that may have run on a replica that died is not sent again.
 NOT_RETRIED_PREFIXES = ("/admin/", "/v1/feedback")
+# An admin change's place in the application's admin log (set by the log, never taken from a client).
+SEQUENCE_HEADER = b"x-rerankd-admin-sequence"
 # Response headers the router's own middleware sets: the replica's copy is dropped, never sent twice.
 _ROUTER_OWNED = {b"x-request-id"}
 
@@ -35,11 +37,15 @@ class ForwardedRequest:
         """Scoring, embedding, reading: the same request sent again gives the same answer and changes nothing."""
         return not self.path.startswith(NOT_RETRIED_PREFIXES)
 
+    def header(self, name: bytes) -> bytes | None:
+        return next((v for k, v in self.headers if k.lower() == name), None)
+
     @classmethod
     def from_scope(cls, scope: dict[str, Any], body: bytes, request_id: str) -> ForwardedRequest:
         """The request of ``scope`` with ``body``; its ``x-request-id`` becomes the router's ``request_id``, so
         the replica's logs and error bodies name the id the client sees."""
-        headers = tuple((k, v) for k, v in scope.get("headers", []) if k.lower() != b"x-request-id")
+        own = (b"x-request-id", SEQUENCE_HEADER)
+        headers = tuple((k, v) for k, v in scope.get("headers", []) if k.lower() not in own)
         client = scope.get("client")
         return cls(
             method=str(scope.get("method", "GET")),

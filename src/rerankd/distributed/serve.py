@@ -17,6 +17,10 @@ Several models: one application serves all the models given to it (``-m a=... -m
 A/B aliases between them); to give models separate replicas and resources, run one application per model, each
 at its own route prefix (see ``deploy/ray/serve-config.yaml``).
 
+Every response names the scoring replica that answered it (``x-rerankd-replica``). Admin changes reach every scoring
+replica, feedback is counted in every replica's report, and credentials stay out of the deployment args that Serve
+checkpoints into the cluster's state: :mod:`rerankd.distributed.app_state`.
+
 ``/metrics`` describes the scoring replica that answers the scrape; Ray's own metrics (``ray_serve_*``: requests,
 latencies, ongoing requests, replica counts) cover the whole application.
 """
@@ -27,11 +31,12 @@ import asyncio
 import logging
 import os
 from contextlib import AbstractAsyncContextManager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from rerankd.distributed.app_state import hand_over, join_as_router, new_build, split_secrets
 from rerankd.distributed.cluster import connect, require_ray
-from rerankd.distributed.forwarding import ForwardedRequest, ForwardedResponse, call_asgi
+from rerankd.distributed.forwarding import SEQUENCE_HEADER, ForwardedRequest, ForwardedResponse, call_asgi
 from rerankd.errors import InvalidInput
 from rerankd.settings import Settings
 
@@ -106,15 +111,20 @@ class RerankdReplica:
     scheduler, cache and metrics) for the requests the router forwards to it."""
 
     # Ray actors may construct asynchronously: the lifespan starts on the loop that serves the requests
-    async def __init__(self, settings_fields: dict[str, Any], threads: int) -> None:  # type: ignore[misc]
+    async def __init__(  # type: ignore[misc]
+        self, settings_fields: dict[str, Any], threads: int, state_name: str, built_at: int
+    ) -> None:
         import torch
+        from ray import serve
         from transformers.utils import logging as transformers_logging
 
+        from rerankd.distributed.app_state import ReplicaSync, state_actor
         from rerankd.reranker import Reranker
         from rerankd.server import create_app
 
         transformers_logging.disable_progress_bar()  # the replica's own process: keep its log readable
-        settings = Settings(**settings_fields)
+        state = state_actor(state_name, built_at)
+        settings = Settings(**settings_fields, **await state.get_secrets.remote())
         rerankers = {
             name: Reranker.from_pretrained(path, settings.load_options(name)) for name, path in settings.served_models()
         }
@@ -125,11 +135,24 @@ class RerankdReplica:
             self.rerankd_app
         )
         await self._lifespan.__aenter__()  # the schedulers start before the replica takes traffic
+        admin_key = settings.admin_key[0] if settings.admin_key else None
+        self.sync = ReplicaSync(self.rerankd_app, state, serve.get_replica_context().replica_tag, admin_key)
+        await self.sync.sync()  # the application's admin changes so far, before the first request
+        self.sync.start()
 
     async def forward(self, request: ForwardedRequest) -> ForwardedResponse:
-        return await call_asgi(self.rerankd_app, request)
+        from rerankd.distributed.app_state import is_admin_change
+
+        sequence = request.header(SEQUENCE_HEADER)
+        if sequence is not None and is_admin_change(request):  # from the application's admin log, in order
+            return await self.sync.apply(request, int(sequence))
+        response = await call_asgi(self.rerankd_app, request)
+        return replace(response, headers=(*response.headers, (b"x-rerankd-replica", self.sync.replica.encode())))
 
     async def __del__(self) -> None:  # Serve's graceful shutdown: drain as `rerankd serve` does on SIGTERM
+        sync = getattr(self, "sync", None)
+        if sync is not None:
+            sync.stop()
         lifespan = getattr(self, "_lifespan", None)
         if lifespan is not None:
             self._lifespan = None
@@ -142,12 +165,13 @@ class RerankdRouter:
     died under the request into one retry on another replica (scoring is idempotent), or else a JSON 503 with
     ``Retry-After`` — never Ray's plain 500."""
 
-    def __init__(self, scorers: Any, settings_fields: dict[str, Any]) -> None:
+    def __init__(self, scorers: Any, settings_fields: dict[str, Any], state_name: str, built_at: int) -> None:
         from rerankd.server.metrics import Metrics
         from rerankd.server.middleware import RequestContextMiddleware
 
         self.scorers = scorers
-        settings = Settings(**settings_fields)
+        self.state, secrets = join_as_router(state_name, built_at)
+        settings = Settings(**settings_fields, **secrets)
         self.asgi = RequestContextMiddleware(self._forward, metrics=Metrics(), settings=settings)
 
     def __serve_build_asgi_app__(self) -> Any:
@@ -181,14 +205,19 @@ class RerankdRouter:
         """The replica's response; None when the client disconnected; the failure's text when replicas died."""
         from ray.exceptions import ActorUnavailableError, RayActorError
 
+        from rerankd.distributed.app_state import is_admin_change
+
         failure = ""
+        admin = is_admin_change(request)
         for attempt in range(1 + RETRIES if request.retryable else 1):
-            call = self.scorers.forward.remote(request)
+            # an admin change goes through the application's admin log, which every replica replays
+            call = self.state.apply.remote(request, self.scorers) if admin else self.scorers.forward.remote(request)
             pending = asyncio.ensure_future(_resolved(call))
             done, _ = await asyncio.wait({pending, disconnect}, return_when=asyncio.FIRST_COMPLETED)
             if pending not in done:
-                call.cancel()
-                pending.cancel()
+                if not admin:  # an admin change runs to its end: the log must say what the replicas did
+                    call.cancel()
+                    pending.cancel()
                 return None
             try:
                 return pending.result()
@@ -224,10 +253,16 @@ def build_app(settings: Settings, scaling: ServeScaling | None = None) -> Any:
 
     scaling = scaling or ServeScaling()
     settings.parsed_routes()  # a bad --model / --route fails here, not in every replica
-    fields_json = settings.model_dump(mode="json")
+    public, secrets = split_secrets(settings.model_dump(mode="json"))
+    defaults = {name: spec.default for name, spec in Settings.model_fields.items()}
+    given = {name: value for name, value in secrets.items() if getattr(settings, name) != defaults[name]}
+    state_name, built_at = new_build()
+    if given:  # the credentials stay out of the args Serve checkpoints (app_state's docstring)
+        hand_over(state_name, built_at, given)
     scorers = serve.deployment(name=APP_NAME, **scaling.deployment_options())(RerankdReplica)
     router = serve.deployment(name=ROUTER_NAME, **scaling.router_options())(serve.ingress()(RerankdRouter))
-    return router.bind(scorers.bind(fields_json, int(max(1.0, scaling.num_cpus))), fields_json)
+    scoring = scorers.bind(public, int(max(1.0, scaling.num_cpus)), state_name, built_at)
+    return router.bind(scoring, public, state_name, built_at)
 
 
 def app_builder(args: dict[str, Any]) -> Any:
