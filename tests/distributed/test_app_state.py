@@ -108,3 +108,20 @@ def test_admin_log_feedback_and_a_late_replica(bert_ce: Path, xlmr_ce: Path) -> 
                 assert report.arms[0].means["mrr"] == pytest.approx(0.75)
 
     asyncio.run(scenario())
+
+
+def test_feedback_numbers_hold_when_the_oldest_outcomes_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rerankd.distributed import app_state
+
+    monkeypatch.setattr(app_state, "MAX_EVENTS", 4)
+    state, hit = AppState(built_at=1), Outcome(mrr=1.0, ndcg=1.0, ctr=1.0, rank_lift=0.0)
+
+    async def scenario() -> None:
+        assert await state.poll("a", 0, [("r", "x", hit)] * 3, 0) == ([], [], 3)
+        changes, others, seen = await state.poll("b", 0, [("r", "y", hit)] * 3, 0)  # 6 > 4: the oldest 4 dropped
+        assert (changes, others, seen) == ([], [], 6)
+        _, others, seen = await state.poll("a", 0, [], 3)
+        assert [arm for _, arm, _ in others] == ["y", "y"] and seen == 6  # b's first outcome was dropped
+        assert (await state.poll("a", 0, [], 6))[1] == []  # nothing twice
+
+    asyncio.run(scenario())

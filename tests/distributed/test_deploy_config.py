@@ -3,6 +3,7 @@ embeds that same config."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 
 from rerankd.distributed.serve import ServeScaling, app_builder
 from rerankd.errors import InvalidInput
+from rerankd.settings import Settings
 
 pytestmark = pytest.mark.ray
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "ray"
@@ -52,3 +54,29 @@ def test_scaling_from_env_and_bad_values() -> None:
         ServeScaling(min_replicas=3, max_replicas=2).deployment_options()
     with pytest.raises(ValueError, match="route"):
         app_builder({"models": ["a=/nowhere"], "routes": ["main=b:1"]})  # a route to a model not served
+
+
+def test_serve_on_ray_quiets_the_local_ray_it_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rerankd.distributed import serve
+
+    class Started(Exception):
+        pass
+
+    seen: dict[str, str | None] = {}
+
+    def connect(address: str | None) -> None:
+        seen.update({name: os.environ.get(name) for name in serve.QUIET_LOCAL_RAY})
+        raise Started
+
+    monkeypatch.setattr(serve, "connect", connect)
+    for name in serve.QUIET_LOCAL_RAY:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5")  # the user's own value wins
+    with pytest.raises(Started):
+        serve.serve_on_ray(Settings(), "local")
+    assert seen == {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5", "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000"}
+    monkeypatch.delenv("RAY_SERVE_CONTROL_LOOP_INTERVAL_S")
+    monkeypatch.delenv("RAY_SERVE_METRICS_EXPORT_INTERVAL_MS")
+    with pytest.raises(Started):
+        serve.serve_on_ray(Settings(), "auto")  # a cluster it joins keeps its own settings
+    assert seen == {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": None, "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": None}

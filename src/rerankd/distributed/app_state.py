@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -81,7 +80,7 @@ class AdminChange:
         return ForwardedRequest(self.method, self.path, self.query_string, headers, self.body)
 
 
-Event = tuple[int, str, str, str, Outcome]  # (sequence, replica, route, arm, outcome)
+Event = tuple[str, str, str, Outcome]  # (replica, route, arm, outcome)
 
 
 class AppState:
@@ -92,8 +91,8 @@ class AppState:
         self.app_name: str | None = None
         self.secrets: dict[str, Any] = {}
         self.log: list[tuple[int, AdminChange]] = []
-        self.events: deque[Event] = deque(maxlen=MAX_EVENTS)
-        self.sequence = 0
+        self.events: list[Event] = []  # outcome number n is events[n - 1 - dropped]
+        self.dropped = 0
         self.lock = asyncio.Lock()
 
     async def put_secrets(self, secrets: dict[str, Any]) -> None:
@@ -125,15 +124,19 @@ class AppState:
                 self.log.append((sequence, AdminChange.of(request)))
             return response
 
-    async def exchange(
-        self, replica: str, new: list[tuple[str, str, Outcome]], seen: int
-    ) -> tuple[list[tuple[str, str, Outcome]], int]:
-        """Add ``replica``'s new feedback outcomes; return the others' added after sequence ``seen``."""
-        for route, arm, outcome in new:
-            self.sequence += 1
-            self.events.append((self.sequence, replica, route, arm, outcome))
-        others = [(route, arm, o) for s, origin, route, arm, o in self.events if s > seen and origin != replica]
-        return others, self.sequence
+    async def poll(
+        self, replica: str, applied: int, new: list[tuple[str, str, Outcome]], seen: int
+    ) -> tuple[list[tuple[int, AdminChange]], list[tuple[str, str, Outcome]], int]:
+        """A replica's once-a-second call: the admin changes after ``applied``; ``replica``'s new feedback
+        outcomes in, the others' added after ``seen`` out; the newest outcome's number."""
+        self.events.extend((replica, route, arm, outcome) for route, arm, outcome in new)
+        if len(self.events) > MAX_EVENTS:  # the oldest half goes: a replica that far behind loses those
+            drop = len(self.events) - MAX_EVENTS // 2
+            del self.events[:drop]
+            self.dropped += drop
+        others = [(route, arm, o) for origin, route, arm, o in self.events[max(0, seen - self.dropped) :]
+                  if origin != replica]  # fmt: skip
+        return await self.since(applied), others, self.dropped + len(self.events)
 
 
 PREFIX = "app-state-"
@@ -227,22 +230,25 @@ class ReplicaSync:
             return response
 
     async def sync(self) -> None:
-        async with self.lock:
-            await self._replay(before=None)
+        """Replay the admin changes this replica lacks; send its feedback outcomes, take the others'."""
         outbox, self.feedback.outbox = self.feedback.outbox, []
-        try:
-            others, self.seen = await self.state.exchange.remote(self.replica, outbox, self.seen)
-        except BaseException:
-            self.feedback.outbox[:0] = outbox[-MAX_EVENTS:]  # sent again next time
-            raise
+        async with self.lock:
+            try:
+                changes, others, seen = await self.state.poll.remote(self.replica, self.applied, outbox, self.seen)
+            except BaseException:
+                self.feedback.outbox[:0] = outbox[-MAX_EVENTS:]  # sent again next time
+                raise
+            await self._run(changes, before=None)
+        self.seen = seen
         for route, arm, outcome in others:
             FeedbackBook.record(self.feedback, Served(route, arm, (), 0.0), outcome)
 
-    async def _replay(self, before: int | None) -> None:
-        if self.admin_key is None:  # no admin API: nothing can change
-            return
-        for sequence, change in await self.state.since.remote(self.applied):
-            if before is not None and sequence >= before:
+    async def _replay(self, before: int) -> None:
+        await self._run(await self.state.since.remote(self.applied), before)
+
+    async def _run(self, changes: list[tuple[int, AdminChange]], before: int | None) -> None:
+        for sequence, change in changes:
+            if (before is not None and sequence >= before) or self.admin_key is None:
                 break
             response = await call_asgi(self.app, change.replay(sequence, self.admin_key))
             if response.status >= 300:  # e.g. a model this replica restored from --state-file already

@@ -228,6 +228,10 @@ class RerankdRouter:
         return failure
 
 
+# Ray Serve's controller loop and its metrics export run ten times a second by default; on a machine whose cores the
+# model's threads use, that background work slows every forward pass (docs/scaling.md, "Measured here"). Once a
+# second is soon enough for replica health, scaling decisions and Prometheus scrapes.
+QUIET_LOCAL_RAY = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "1", "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000"}
 RETRIES = 1  # a request whose replica died is sent once more, to another replica
 
 
@@ -278,6 +282,10 @@ def app_builder(args: dict[str, Any]) -> Any:
 
 def serve_on_ray(settings: Settings, address: str | None = "local", scaling: ServeScaling | None = None) -> None:
     """``rerankd serve --ray``: run the app on Ray Serve at ``settings.host:port`` until interrupted."""
+    local = address in (None, "", "local")
+    if local:  # the Ray this command starts inherits them (unless the environment says otherwise)
+        for name, value in QUIET_LOCAL_RAY.items():
+            os.environ.setdefault(name, value)
     ray = connect(address)
     from ray import serve
 
@@ -287,5 +295,5 @@ def serve_on_ray(settings: Settings, address: str | None = "local", scaling: Ser
     try:
         serve.run(build_app(settings, scaling), name=APP_NAME, route_prefix="/", blocking=True)
     finally:
-        if address in (None, "", "local"):
+        if local:
             ray.shutdown()
