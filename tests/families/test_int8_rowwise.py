@@ -1,5 +1,6 @@
 """Row-wise int8 (``quantize="int8"`` on the torch backend): accuracy against float32 on the real
-all-MiniLM-L6-v2, batch invariance of the int8 Linear layer, and the tiny cross-encoder end to end."""
+all-MiniLM-L6-v2 (Spearman >= 0.999 on two pair sets), batch invariance of the int8 Linear layer, and the tiny
+cross-encoder end to end."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import spearmanr
+from transformers import AutoTokenizer
 
 from rerankd import Reranker
+from rerankd.bench.workloads import rerank_100
 from rerankd.errors import UnsupportedModel
 from rerankd.families.base import ModelOptions
 from rerankd.families.bi_encoder import BiEncoderFamily
-from rerankd.families.int8 import RowwiseInt8Linear, activation_levels, has_int8_layers
+from rerankd.families.encoder_backend import calibration_run
+from rerankd.families.int8 import RowwiseInt8Linear, activation_levels, has_int8_layers, quantize_rowwise
 from tests.onnx.conftest import load
 from tests.onnx.texts import all_pairs
 
@@ -46,12 +50,12 @@ def fp32_scores(fp32: Reranker) -> np.ndarray:
 def test_rowwise_int8_tracks_float32_where_dynamic_int8_does_not(
     fp32: Reranker, int8: Reranker, fp32_scores: np.ndarray
 ) -> None:
-    # measured on these 300 pairs (AMD EPYC, VNNI): rowwise 0.9992 (7-bit activations, non-VNNI CPUs: 0.998),
-    # torch.ao quantize_dynamic 0.960; docs/backends.md
+    # measured on these 300 pairs (AMD EPYC): rowwise 0.9997 with 8- and 7-bit activations (0.9991 / 0.9979
+    # before outlier channels and the residual pass), torch.ao quantize_dynamic 0.960; docs/backends.md
     scores = np.array(int8.score(all_pairs()))
     assert has_int8_layers(int8.family.model)  # type: ignore[attr-defined]
-    assert 1e-4 < np.abs(scores - fp32_scores).max() < 0.02
-    assert spearmanr(scores, fp32_scores).statistic >= 0.998
+    assert 1e-4 < np.abs(scores - fp32_scores).max() < 0.01
+    assert spearmanr(scores, fp32_scores).statistic >= 0.999
 
     family = fp32.family
     assert isinstance(family, BiEncoderFamily)
@@ -65,6 +69,47 @@ def test_rowwise_int8_tracks_float32_where_dynamic_int8_does_not(
     finally:
         family.model = float_model
     assert spearmanr(dynamic_scores, fp32_scores).statistic < 0.998
+
+
+def test_outlier_channels_and_residual_pass_reach_0999_on_rerank_100(
+    minilm_path: Path, fp32: Reranker, int8: Reranker
+) -> None:
+    # rerank-100's random-word passages score close together (fp32 spread 0.26), so ranks flip easily: measured
+    # 0.9994 with the defaults (32 float channels, 2 passes), 0.9952 with 8-bit activations and no float channels
+    pairs = rerank_100().pairs
+    reference = np.array(fp32.score(pairs))
+    assert spearmanr(np.array(int8.score(pairs)), reference).statistic >= 0.999
+
+    family = fp32.family
+    assert isinstance(family, BiEncoderFamily)
+    float_model = family.model
+    plain = copy.deepcopy(float_model)
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path))
+    quantize_rowwise(plain, lambda: calibration_run(plain, tokenizer), float_channels=0, passes=1)
+    family.model = plain
+    try:
+        plain_scores = np.array(fp32.score(pairs))
+    finally:
+        family.model = float_model
+    assert spearmanr(plain_scores, reference).statistic < 0.998
+
+
+def test_outlier_channels_and_residual_pass_cut_one_layers_error() -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 64)
+    rows = torch.randn(40, 256)
+    rows[:, :6] *= 40  # a few outlier input channels, as LayerNorm and GELU outputs have
+    absmax = rows.abs().amax(dim=0)
+    with torch.inference_mode():
+        reference = linear(rows)
+
+        def error(float_channels: int, passes: int) -> float:
+            layer = RowwiseInt8Linear(linear, absmax, activation_levels(), float_channels, passes)
+            return float((layer(rows) - reference).pow(2).mean().sqrt() / reference.pow(2).mean().sqrt())
+
+        plain, outliers, both = error(0, 1), error(32, 1), error(32, 2)
+    # measured 5.8e-3, 9.7e-4, 6.0e-4 (the int8 weights' own error remains in the last)
+    assert outliers < plain / 3 and both < outliers * 0.8
 
 
 def test_int8_linear_quantises_each_row_on_its_own() -> None:

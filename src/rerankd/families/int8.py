@@ -1,21 +1,26 @@
 """Row-wise int8 for an encoder's Linear layers (torch, fbgemm): per-token-row activation ranges, per-channel
-int8 weights, SmoothQuant-style input scaling from a short calibration pass.
+int8 weights, SmoothQuant-style input scaling, a few outlier input channels in float, and the activations'
+rounding error carried by a second int8 pass, all from a short calibration pass.
 
 Why: with one activation scale per batch (``torch.ao``'s and onnxruntime's dynamic quantisation), a token row with
 a large value coarsens every other row, and a pair's score moves with its batch companions. Here:
 
-1. ``x_s = x / s`` per input channel (SmoothQuant, ``s_k = max|x_k|^a / max|W_k|^(1-a)``, ``a = 0.5``, ranges
-   from one float run over :data:`CALIBRATION_PAIRS`); the weight columns are multiplied by ``s``, so
+1. the :data:`FLOAT_CHANNELS` input channels with the largest calibrated ``max|x|`` (at most 1/8 of them) skip
+   int8: ``x[:, outliers] @ W[:, outliers]`` in float64 (row-exact, ~2% of a 1536-wide layer's work).
+2. ``x_s = x / s`` per remaining input channel (SmoothQuant, ``s_k = max|x_k|^a / max|W_k|^(1-a)``, ``a = 0.5``,
+   ranges from one float run over :data:`CALIBRATION_PAIRS`); the weight columns are multiplied by ``s``, so
    ``x_s @ W_s = x @ W``. ``W_s`` is stored as int8 with one scale per output channel.
-2. per token row, ``lo = min_k x_s`` and ``span = max_k x_s - lo``; ``x_n = (x_s - lo) / span`` lies in [0, 1],
+3. per token row, ``lo = min_k x_s`` and ``span = max_k x_s - lo``; ``x_n = (x_s - lo) / span`` lies in [0, 1],
    so every row uses the whole uint8 range, whatever the other rows hold.
-3. fbgemm's int8 matmul with a *fixed* input scale (``linear_with_input_q_dq_qweight_dq_output_fp32``,
+4. fbgemm's int8 matmul with a *fixed* input scale (``linear_with_input_q_dq_qweight_dq_output_fp32``,
    ``1 / levels``, zero point 0): the quantisation of a row never depends on its batch (``linear_dynamic`` would
    pick one scale per tensor). ``levels`` is 255 on CPUs with VNNI, 127 elsewhere (AVX2's u8*s8 pair sums
-   saturate int16 above that).
-4. ``y = span * y_n + lo * rowsum(W_s) + bias``.
+   saturate int16 above that). With ``passes=2`` (default) the rounding residual ``x_n * levels - round(...)``,
+   shifted into [0, 1], goes through the same matmul as extra rows: activations carry ~16 bits, int8 weights
+   remain the only coarse part.
+5. ``y = span * y_n + lo * rowsum(W_s) + bias + outlier part``.
 
-Embeddings, LayerNorm, softmax and q.k stay float32. Measured figures: docs/backends.md.
+Embeddings, LayerNorm, softmax and q.k stay float32. Measured figures: benchmarks/results/int8-rowwise-minilm.md.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from rerankd.errors import UnsupportedModel
 from rerankd.hardware import cpu_flags
 
 SMOOTH_ALPHA = 0.5
+FLOAT_CHANNELS = 32  # outlier input channels per Linear kept in float (at most in_features // 8)
+PASSES = 2  # int8 matmul passes per activation row: 1 = 8-bit activations, 2 = + the rounding residual
 EPS = 1e-12
 ENGINE = "fbgemm"  # the x86 int8 engine whose packed weights the fixed-scale matmul runs on
 VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
@@ -94,42 +101,89 @@ def smoothing(input_absmax: torch.Tensor, weight_absmax: torch.Tensor, alpha: fl
     return scale.clamp(min=1e-2, max=1e2)
 
 
+def outlier_channels(input_absmax: torch.Tensor | None, width: int, count: int) -> torch.Tensor:
+    """The (sorted) input channels with the largest calibrated ``max|x|``: at most ``width // 8`` of them."""
+    count = min(count, width // 8)
+    if input_absmax is None or count <= 0:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.topk(input_absmax, count).indices.sort().values
+
+
+def pack_int8(weight: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    """fbgemm's packed int8 weight (one scale per output channel) and the dequantised weight's row sums."""
+    scales = (weight.abs().amax(dim=1) / 127).clamp(min=EPS).double()
+    zeros = torch.zeros(weight.shape[0], dtype=torch.long)
+    with warnings.catch_warnings(), fbgemm_engine():
+        warnings.simplefilter("ignore")  # quantized tensor creation deprecation notice
+        quantized = torch.quantize_per_channel(weight, scales, zeros, 0, torch.qint8)
+        packed = torch.ops.quantized.linear_prepack(quantized, None)
+    return packed, quantized.dequantize().sum(dim=1)
+
+
 class RowwiseInt8Linear(nn.Module):
-    """``nn.Linear`` with int8 weights (per output channel) and per-token-row activation ranges (fbgemm)."""
+    """``nn.Linear`` with int8 weights (per output channel) and per-token-row activation ranges (fbgemm);
+    ``float_channels`` outlier input channels in float, ``passes`` int8 passes per row (module docstring)."""
 
     fixed_dtype = True  # int8 weights: the module cannot be cast to another float dtype
     bias: torch.Tensor
     row_sums: torch.Tensor
     inverse_smooth: torch.Tensor | None
+    outlier_index: torch.Tensor
+    int8_index: torch.Tensor
+    outlier_weight: torch.Tensor
 
-    def __init__(self, linear: nn.Linear, input_absmax: torch.Tensor | None, levels: int) -> None:
+    def __init__(
+        self,
+        linear: nn.Linear,
+        input_absmax: torch.Tensor | None,
+        levels: int,
+        float_channels: int = FLOAT_CHANNELS,
+        passes: int = PASSES,
+    ) -> None:
         super().__init__()
         weight = linear.weight.detach().float()
-        smooth = None if input_absmax is None else smoothing(input_absmax, weight.abs().amax(dim=0))
-        scaled = weight if smooth is None else weight * smooth
-        scales = (scaled.abs().amax(dim=1) / 127).clamp(min=EPS).double()
-        zeros = torch.zeros(scaled.shape[0], dtype=torch.long)
-        with warnings.catch_warnings(), fbgemm_engine():
-            warnings.simplefilter("ignore")  # quantized tensor creation deprecation notice
-            quantized = torch.quantize_per_channel(scaled, scales, zeros, 0, torch.qint8)
-            self.packed = torch.ops.quantized.linear_prepack(quantized, None)
+        outliers = outlier_channels(input_absmax, weight.shape[1], float_channels)
+        kept = torch.ones(weight.shape[1], dtype=torch.bool)
+        kept[outliers] = False
+        int8_index = kept.nonzero().squeeze(1)
+        self.register_buffer("outlier_index", outliers)
+        self.register_buffer("int8_index", int8_index)
+        self.register_buffer("outlier_weight", weight[:, outliers].double().T.contiguous())
+        weight = weight[:, int8_index]
+        absmax = None if input_absmax is None else input_absmax[int8_index]
+        smooth = None if absmax is None else smoothing(absmax, weight.abs().amax(dim=0))
+        self.packed, row_sums = pack_int8(weight if smooth is None else weight * smooth)
         bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(weight.shape[0])
         self.register_buffer("bias", bias)
-        self.register_buffer("row_sums", quantized.dequantize().sum(dim=1))
+        self.register_buffer("row_sums", row_sums)
         self.register_buffer("inverse_smooth", None if smooth is None else 1.0 / smooth)
-        self.input_scale = 1.0 / levels
+        self.levels, self.passes = levels, passes
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outside = None
+        if self.outlier_index.numel():
+            outside = (x.index_select(-1, self.outlier_index).double() @ self.outlier_weight).float()
+            x = x.index_select(-1, self.int8_index)
         if self.inverse_smooth is not None:
             x = x * self.inverse_smooth
         low = x.amin(dim=-1, keepdim=True)
         span = (x.amax(dim=-1, keepdim=True) - low).clamp(min=EPS)
-        normalised = (x - low) / span
-        product = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
-            normalised, self.input_scale, 0, self.packed
-        )
-        return torch.addcmul(torch.addcmul(self.bias, low, self.row_sums), product, span)
+        product = self.int8_product((x - low) / span)
+        out = torch.addcmul(torch.addcmul(self.bias, low, self.row_sums), product, span)
+        return out if outside is None else out + outside
+
+    def int8_product(self, normalised: torch.Tensor) -> torch.Tensor:
+        """``normalised @ W_s.T`` through fbgemm (inputs in [0, 1]); a second pass adds the rounding residual."""
+        matmul = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
+        scale = 1.0 / self.levels
+        if self.passes == 1:
+            return matmul(normalised, scale, 0, self.packed)
+        steps = normalised * self.levels
+        first = torch.round(steps)
+        residual = steps - first + 0.5  # the rounding error, shifted into [0, 1]
+        high, rest = matmul(torch.cat([first * scale, residual]), scale, 0, self.packed).chunk(2)
+        return high + (rest - 0.5 * self.row_sums) * scale
 
 
 def has_int8_layers(model: nn.Module) -> bool:
@@ -159,7 +213,13 @@ def input_absmax(model: nn.Module, names: Iterable[str], calibrate: Callable[[],
     return seen
 
 
-def quantize_rowwise(model: nn.Module, calibrate: Callable[[], Any], levels: int | None = None) -> nn.Module:
+def quantize_rowwise(
+    model: nn.Module,
+    calibrate: Callable[[], Any],
+    levels: int | None = None,
+    float_channels: int = FLOAT_CHANNELS,
+    passes: int = PASSES,
+) -> nn.Module:
     """Replace the encoder layers' Linear modules (not the classifier or pooler head) with
     :class:`RowwiseInt8Linear`, in place; ``calibrate`` runs the float model once on calibration inputs."""
     names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear) and ".layer." in name]
@@ -168,5 +228,6 @@ def quantize_rowwise(model: nn.Module, calibrate: Callable[[], Any], levels: int
     for name in names:
         parent_name, _, attribute = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        setattr(parent, attribute, RowwiseInt8Linear(getattr(parent, attribute), ranges.get(name), levels))
+        layer = RowwiseInt8Linear(getattr(parent, attribute), ranges.get(name), levels, float_channels, passes)
+        setattr(parent, attribute, layer)
     return model
