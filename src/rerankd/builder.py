@@ -21,6 +21,7 @@ from rerankd.errors import InvalidInput
 from rerankd.families.base import FAMILY_CHOICES, Family, FamilySpec, ModelOptions
 from rerankd.families.encoder_backend import check_backend
 from rerankd.families.onnx_runtime import find_graph
+from rerankd.families.packed_linear import pack_linears
 from rerankd.jobs import Defaults, ScoreOptions, call_options, prepare_pairs, primary_score
 from rerankd.loading import ModelFiles, Source, resolve_model
 from rerankd.registry import detect_family, families
@@ -263,6 +264,8 @@ def _guard(loaded: LoadedModel, dtype: torch.dtype) -> LoadedModel:
 
     module = loaded.family.weights()
     chosen, agreement = check_loaded(module, loaded.spec.capabilities.fp32_heads, probe, dtype)
+    if chosen == torch.bfloat16 and loaded.spec.capabilities.onnx_output is not None:  # an encoder_model family
+        pack_linears(module)  # as encoder_model packs a bf16 load: the same model whichever way bf16 was chosen
     return replace(loaded, info=replace(loaded.info, dtype=_dtype_name(chosen), dtype_check=agreement))
 
 

@@ -2,7 +2,8 @@
 session. The families call :func:`encoder_model` in their loaders and :func:`model_device` in their
 constructors; everything else in them (tokenisation, truncation, pooling) is shared by both backends.
 
-- ``backend="torch"``: the transformers model on the requested device and dtype.
+- ``backend="torch"``: the transformers model on the requested device and dtype; in bfloat16 on a CPU its Linear
+  layers run on oneDNN-packed weights with GELU fused (:mod:`rerankd.families.packed_linear`).
 - ``backend="onnx"``: :class:`~rerankd.families.onnx_runtime.OnnxForward` over a float32 graph (CPU or CUDA
   execution provider); see that module for where the graph comes from.
 - ``quantize="int8"`` (CPU, float32 only): int8 Linear layers. Torch backend: row-wise int8
@@ -23,6 +24,7 @@ from rerankd.errors import DeviceUnavailable, InvalidInput
 from rerankd.families.base import ModelOptions, OnnxOutput
 from rerankd.families.int8 import CALIBRATION_PAIRS, quantize_rowwise
 from rerankd.families.onnx_runtime import onnx_forward
+from rerankd.families.packed_linear import pack_linears
 
 
 def check_backend(options: ModelOptions, device: torch.device, dtype: torch.dtype) -> None:
@@ -77,7 +79,11 @@ def encoder_model(
         return onnx_forward(folder, build, device, options.quantize, names, output)
     model = build()
     model.to(device).eval()
-    return quantize_int8(model, tokenizer) if options.quantize == "int8" else model
+    if options.quantize == "int8":
+        return quantize_int8(model, tokenizer)
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        pack_linears(model)  # oneDNN-packed weights, GELU fused (rerankd.families.packed_linear)
+    return model
 
 
 def quantize_int8(model: torch.nn.Module, tokenizer: Any) -> torch.nn.Module:

@@ -22,6 +22,7 @@ from torch.nn import functional
 
 from rerankd.families.base import ComputeShape
 from rerankd.families.int8 import has_int8_layers
+from rerankd.families.packed_linear import weight_count
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ class FirstTokenLayer(nn.Module):
         still see every position): what it saves per skipped row, for FLOP accounting."""
         layer: Any = self.layer
         attention = layer.attention.self
-        shared = sum(p.numel() for p in (*attention.key.parameters(), *attention.value.parameters()))
-        return sum(p.numel() for p in self.parameters()) - shared
+        shared = weight_count(attention.key) + weight_count(attention.value)
+        return weight_count(self) - shared
 
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any
@@ -127,7 +128,7 @@ def dense_shape(model: object) -> ComputeShape | None:
     arithmetic a float matmul peak does not describe)."""
     if not isinstance(model, nn.Module) or has_int8_layers(model):
         return None
-    params = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name)
+    params = weight_count(model, skip="embed")
     config = getattr(model, "config", None)
     layers = int(getattr(config, "num_hidden_layers", 0) or 0)
     hidden = int(getattr(config, "hidden_size", 0) or 0)
