@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from rerankd import Reranker
-from rerankd.distributed.app_state import SECRET_FIELDS, AppState, ReplicaSync, split_secrets
+from rerankd.distributed.app_state import SECRET_FIELDS, AppState, ReplicaSync, check_secrets, split_secrets
 from rerankd.distributed.forwarding import SEQUENCE_HEADER, ForwardedRequest, ForwardedResponse
 from rerankd.server import create_app
 from rerankd.server.admin.feedback import Outcome, Served
@@ -59,6 +59,14 @@ def test_credentials_are_split_from_the_deployment_args() -> None:
     public, secret = split_secrets(fields)
     assert set(secret) == SECRET_FIELDS and not SECRET_FIELDS & set(public)
     assert "pw" not in json.dumps(public) and "device" in public
+
+
+def test_a_replica_fails_closed_when_the_handed_over_credentials_are_gone() -> None:
+    """A state actor recreated empty (its node died) must not let a new router or replica serve keyless."""
+    assert check_secrets({"api_key": ["k"]}, ["api_key"], "app-state-x") == {"api_key": ["k"]}
+    assert check_secrets({}, [], "app-state-x") == {}  # nothing was handed over: the replica's env decides
+    with pytest.raises(RuntimeError, match=r"api_key, admin_key are gone .*app-state-x"):
+        check_secrets({}, ["api_key", "admin_key"], "app-state-x")
 
 
 def test_admin_log_feedback_and_a_late_replica(bert_ce: Path, xlmr_ce: Path) -> None:

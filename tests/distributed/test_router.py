@@ -65,12 +65,12 @@ OK = ForwardedResponse(200, ((b"content-type", b"application/json"), (b"x-reques
 def app_state(monkeypatch: pytest.MonkeyPatch) -> AppState:
     """The build's state actor, in-process: its secrets (none here) and admin log."""
     state = AppState(built_at=1)
-    monkeypatch.setattr(serve, "join_as_router", lambda name, built_at: (Local(state), {}))
+    monkeypatch.setattr(serve, "join_as_router", lambda name, built_at, expected: (Local(state), {}))
     return state
 
 
 def router_client(scorers: FakeScorers, **settings: Any) -> httpx.AsyncClient:
-    router = RerankdRouter(scorers, Settings(**settings).model_dump(mode="json"), "app-state-test", 1)
+    router = RerankdRouter(scorers, Settings(**settings).model_dump(mode="json"), ("app-state-test", 1, []))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=router.asgi), base_url="http://router")
 
 
@@ -154,7 +154,7 @@ def test_a_client_that_leaves_cancels_the_replica_call() -> None:
 
 async def _test_a_client_that_leaves_cancels_the_replica_call() -> None:
     scorers = FakeScorers("hang")
-    router = RerankdRouter(scorers, Settings().model_dump(mode="json"), "app-state-test", 1)
+    router = RerankdRouter(scorers, Settings().model_dump(mode="json"), ("app-state-test", 1, []))
     scope = {"type": "http", "method": "POST", "path": "/v1/rerank", "headers": [], "query_string": b""}
     messages = iter([{"type": "http.request", "body": b"{}", "more_body": False}, {"type": "http.disconnect"}])
     sent: list[Any] = []

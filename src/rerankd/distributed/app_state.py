@@ -165,16 +165,28 @@ def hand_over(name: str, built_at: int, secrets: dict[str, Any]) -> None:
     ray.get(state_actor(name, built_at).put_secrets.remote(secrets))
 
 
-def join_as_router(name: str, built_at: int) -> tuple[Any, dict[str, Any]]:
-    """The router's part: the build's actor and its secrets; claims the actor for this application and stops the
-    actors of the builds it replaced."""
+def join_as_router(name: str, built_at: int, expected: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The router's part: the build's actor and its secrets (``expected`` names them: :func:`check_secrets`);
+    claims the actor for this application and stops the actors of the builds it replaced."""
     import ray
     from ray import serve
 
     state = state_actor(name, built_at)
-    secrets: dict[str, Any] = ray.get(state.get_secrets.remote())
+    secrets: dict[str, Any] = check_secrets(ray.get(state.get_secrets.remote()), expected, name)
     retire_older(state, serve.get_replica_context().app_name)
     return state, secrets
+
+
+def check_secrets(secrets: dict[str, Any], expected: list[str], name: str) -> dict[str, Any]:
+    """``secrets``, if it holds every field the builder handed over; else fail closed: a router or replica started
+    after the state actor was lost (its node died) must not serve without the API keys it was built with."""
+    missing = [field for field in expected if field not in secrets]
+    if missing:
+        raise RuntimeError(
+            f"the application's {', '.join(missing)} are gone with its state actor {name!r} (the node that held it "
+            "stopped): refusing to start without them; deploy the application again"
+        )
+    return secrets
 
 
 def retire_older(state: Any, app_name: str) -> None:

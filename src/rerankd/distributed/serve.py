@@ -112,19 +112,20 @@ class RerankdReplica:
 
     # Ray actors may construct asynchronously: the lifespan starts on the loop that serves the requests
     async def __init__(  # type: ignore[misc]
-        self, settings_fields: dict[str, Any], threads: int, state_name: str, built_at: int
+        self, settings_fields: dict[str, Any], threads: int, state: tuple[str, int, list[str]]
     ) -> None:
         import torch
         from ray import serve
         from transformers.utils import logging as transformers_logging
 
-        from rerankd.distributed.app_state import ReplicaSync, state_actor
+        from rerankd.distributed.app_state import ReplicaSync, check_secrets, state_actor
         from rerankd.reranker import Reranker
         from rerankd.server import create_app
 
         transformers_logging.disable_progress_bar()  # the replica's own process: keep its log readable
-        state = state_actor(state_name, built_at)
-        settings = Settings(**settings_fields, **await state.get_secrets.remote())
+        name, built_at, expected = state
+        actor = state_actor(name, built_at)
+        settings = Settings(**settings_fields, **check_secrets(await actor.get_secrets.remote(), expected, name))
         rerankers = {
             name: Reranker.from_pretrained(path, settings.load_options(name)) for name, path in settings.served_models()
         }
@@ -136,7 +137,7 @@ class RerankdReplica:
         )
         await self._lifespan.__aenter__()  # the schedulers start before the replica takes traffic
         admin_key = settings.admin_key[0] if settings.admin_key else None
-        self.sync = ReplicaSync(self.rerankd_app, state, serve.get_replica_context().replica_tag, admin_key)
+        self.sync = ReplicaSync(self.rerankd_app, actor, serve.get_replica_context().replica_tag, admin_key)
         await self.sync.sync()  # the application's admin changes so far, before the first request
         self.sync.start()
 
@@ -165,12 +166,12 @@ class RerankdRouter:
     died under the request into one retry on another replica (scoring is idempotent), or else a JSON 503 with
     ``Retry-After`` — never Ray's plain 500."""
 
-    def __init__(self, scorers: Any, settings_fields: dict[str, Any], state_name: str, built_at: int) -> None:
+    def __init__(self, scorers: Any, settings_fields: dict[str, Any], state: tuple[str, int, list[str]]) -> None:
         from rerankd.server.metrics import Metrics
         from rerankd.server.middleware import RequestContextMiddleware
 
         self.scorers = scorers
-        self.state, secrets = join_as_router(state_name, built_at)
+        self.state, secrets = join_as_router(*state)
         settings = Settings(**settings_fields, **secrets)
         self.asgi = RequestContextMiddleware(self._forward, metrics=Metrics(), settings=settings)
 
@@ -265,8 +266,9 @@ def build_app(settings: Settings, scaling: ServeScaling | None = None) -> Any:
         hand_over(state_name, built_at, given)
     scorers = serve.deployment(name=APP_NAME, **scaling.deployment_options())(RerankdReplica)
     router = serve.deployment(name=ROUTER_NAME, **scaling.router_options())(serve.ingress()(RerankdRouter))
-    scoring = scorers.bind(public, int(max(1.0, scaling.num_cpus)), state_name, built_at)
-    return router.bind(scoring, public, state_name, built_at)
+    state = (state_name, built_at, sorted(given))  # names only: a replica refuses to start without those values
+    scoring = scorers.bind(public, int(max(1.0, scaling.num_cpus)), state)
+    return router.bind(scoring, public, state)
 
 
 def app_builder(args: dict[str, Any]) -> Any:
