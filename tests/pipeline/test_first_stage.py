@@ -148,3 +148,30 @@ def test_serve_first_stage_elasticsearch_through_an_outage(bert_ce: Path) -> Non
     assert down.status_code == 503 and down.json()["error"]["code"] == "first_stage_unavailable"
     assert rerank.status_code == 200
     assert back.status_code == 200 and back.json()["candidates"] == 2
+
+
+def test_server_shutdown_closes_the_cluster_client_and_search_threads(bert_ce: Path) -> None:
+    pytest.importorskip("elasticsearch", reason="needs the elasticsearch extra: pip install 'rerankd[elasticsearch]'")
+    import asyncio
+
+    from rerankd import Reranker
+    from rerankd.server import create_app
+
+    settings = Settings(first_stage="elasticsearch", first_stage_url=("http://127.0.0.1:9",),
+                        first_stage_index="docs", cache="none")  # fmt: skip
+    tiny = Reranker.from_pretrained(str(bert_ce), device="cpu", dtype="float32")
+    app = create_app(settings, rerankers={"tiny": tiny})
+    state = app.state.search
+    closed: list[bool] = []
+    real_close = state.cluster.client.close
+    state.cluster.client.close = lambda: (closed.append(True), real_close())
+
+    async def serve_and_stop() -> None:
+        async with app.router.lifespan_context(app):
+            assert not closed
+            assert await state.run(lambda: 42) == 42  # the search threads work while the server runs
+
+    asyncio.run(serve_and_stop())
+    assert closed == [True]
+    with pytest.raises(RuntimeError, match="shutdown"):
+        state._pool.submit(print)  # no search threads are left behind

@@ -131,6 +131,13 @@ class SearchState:
     def _done(self, _: object) -> None:
         self._in_flight -= 1
 
+    def close(self) -> None:
+        """At server shutdown: stop the search threads (searches not started are dropped) and close the cluster
+        client's connections."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.cluster is not None:
+            self.cluster.close()
+
     def index(self) -> SearchIndex:
         if self.root is None:
             raise InvalidInput("this server has no search index (rerankd serve --index DIR)", param="retriever")

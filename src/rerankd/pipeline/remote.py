@@ -86,6 +86,12 @@ class SearchEngineRetriever:
         self.query_dsl = copy.deepcopy(dict(query_dsl)) if query_dsl is not None else None
         self.timeout_s = timeout_s
 
+    def close(self) -> None:
+        """Close the client's connection pool (a server does it at shutdown)."""
+        close = getattr(self.client, "close", None)
+        if callable(close):
+            close()
+
     def body(self, query: str, k: int, filters: dict[str, Any] | None) -> dict[str, Any]:
         """The ``_search`` request body."""
         if self.query_dsl is not None:

@@ -49,6 +49,9 @@ def create_app(
         finally:
             await asyncio.gather(loading, return_exceptions=True)
             await engine.stop()
+            search = getattr(app.state, "search", None)  # POST /v1/search's threads and cluster client
+            if search is not None:
+                search.close()
 
     from rerankd import __version__
 
