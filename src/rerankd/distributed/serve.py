@@ -34,7 +34,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from rerankd.distributed.app_state import hand_over, join_as_router, new_build, split_secrets
+from rerankd.distributed.app_state import hand_over, is_admin_change, join_as_router, new_build, split_secrets
 from rerankd.distributed.cluster import connect, require_ray
 from rerankd.distributed.forwarding import SEQUENCE_HEADER, ForwardedRequest, ForwardedResponse, call_asgi
 from rerankd.errors import InvalidInput
@@ -142,8 +142,6 @@ class RerankdReplica:
         self.sync.start()
 
     async def forward(self, request: ForwardedRequest) -> ForwardedResponse:
-        from rerankd.distributed.app_state import is_admin_change
-
         sequence = request.header(SEQUENCE_HEADER)
         if sequence is not None and is_admin_change(request):  # from the application's admin log, in order
             return await self.sync.apply(request, int(sequence))
@@ -205,8 +203,6 @@ class RerankdRouter:
     ) -> ForwardedResponse | str | None:
         """The replica's response; None when the client disconnected; the failure's text when replicas died."""
         from ray.exceptions import ActorUnavailableError, RayActorError
-
-        from rerankd.distributed.app_state import is_admin_change
 
         failure = ""
         admin = is_admin_change(request)
